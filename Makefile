@@ -36,5 +36,25 @@ format: setup
 data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
 
+# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/). PROFILE=paper: the
+# published recipe on real data (configs/<task>.yaml) with DATA=<root of the datasets> SD=<SD v1-4 folder>.
+ifeq ($(PROFILE),demo)
+CONFIG := configs/demo/$(TASK).yaml
+else
+CONFIG := configs/$(TASK).yaml
+endif
+
+train: setup
+	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+ifeq ($(PROFILE),demo)
+	@test -f data/synthetic/synthetic.json || $(MAKE) data
+	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+else
+	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+endif
+
+tensorboard: setup
+	$(BIN)/tensorboard --logdir runs
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,33 @@
+"""Data layer: readers, datasets in their real layouts, rare class sampling, transforms, datamodule."""
+
+from madm_pl.data.datamodule import CrossModalityDataModule, CrossModalityTrainDataset
+from madm_pl.data.datasets import (
+    CityscapesDataset,
+    DeliverDepthDataset,
+    DSECEventDataset,
+    FMBInfraredDataset,
+    ImageFolderDataset,
+    UnlabelledImages,
+    build_target_dataset,
+    load_label_map,
+)
+from madm_pl.data.io import read_image, read_label
+from madm_pl.data.rcs import RareClassSampler, load_or_compute_class_counts, rcs_class_probabilities
+
+__all__ = [
+    "CityscapesDataset",
+    "CrossModalityDataModule",
+    "CrossModalityTrainDataset",
+    "DSECEventDataset",
+    "DeliverDepthDataset",
+    "FMBInfraredDataset",
+    "ImageFolderDataset",
+    "RareClassSampler",
+    "UnlabelledImages",
+    "build_target_dataset",
+    "load_label_map",
+    "load_or_compute_class_counts",
+    "rcs_class_probabilities",
+    "read_image",
+    "read_label",
+]

@@ -1,0 +1,471 @@
+"""``CrossModalityDataModule``: labelled source + unlabelled target for training, target test split
+for validation and test, a folder of images for prediction (SPEC section 2, docs/ARCHITECTURE.md).
+
+Training samples are indexed by their global sample number ``i`` (0, 1, 2, ... over the whole run):
+every random choice of sample ``i`` (source image, uniform or by RCS; target image; crops; flips)
+comes from ``numpy.random.SeedSequence([seed, i])``. A batch is therefore a function of
+``(seed, batch number)`` only, whatever the number of workers.
+
+Exact resume: the datamodule counts the training batches that reach the model (its
+``on_before_batch_transfer`` hook, which Lightning calls for the batch being trained on, not for
+prefetched ones) and stores the count in its ``state_dict``. Lightning saves that in every
+checkpoint and restores it before training resumes; the training sampler then continues from the
+next batch number, in every epoch. Nothing is needed from the LightningModule; but should it
+override ``on_before_batch_transfer`` too, Lightning calls only the datamodule's (with a warning):
+put such code in ``on_after_batch_transfer`` instead. With several processes (DDP) each shards
+the sample numbers by rank itself (``ResumableSampler``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from madm_pl.data.datasets import (
+    TARGET_KINDS,
+    CityscapesDataset,
+    SegmentationDataset,
+    UnlabelledImages,
+    build_target_dataset,
+)
+from madm_pl.data.rcs import RareClassSampler, crop_with_class, load_or_compute_class_counts
+from madm_pl.data.transforms import TestTransform, TrainTransform, image_to_tensor, label_to_tensor
+from madm_pl.labels import Task, get_task, remap
+
+
+class CrossModalityTrainDataset(Dataset):
+    """Training pairs: one labelled source crop and one unlabelled target crop per sample.
+
+    Any non-negative index is valid: sample ``i`` is a pure function of ``(seed, i)``. ``len`` is
+    the number of samples of one epoch.
+
+    Args:
+        source: the labelled source (Cityscapes) dataset.
+        target: the unlabelled target training dataset.
+        source_transform: resize + crop + flip of the source.
+        target_transform: resize + crop + flip of the target.
+        seed: base seed.
+        epoch_length: samples per epoch, returned by ``len``.
+        rcs: rare class sampler over ``source``, or None for uniform source images.
+        rcs_min_pixels: RCS threshold (full-resolution pixels), for the crop test.
+        rcs_min_crop_ratio: the crop must hold more than ``ratio * min_pixels`` pixels of the class.
+    """
+
+    def __init__(
+        self,
+        source: CityscapesDataset,
+        target: SegmentationDataset,
+        source_transform: TrainTransform,
+        target_transform: TrainTransform,
+        seed: int,
+        epoch_length: int,
+        rcs: RareClassSampler | None = None,
+        rcs_min_pixels: int = 3000,
+        rcs_min_crop_ratio: float = 0.5,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.source_transform = source_transform
+        self.target_transform = target_transform
+        self.seed = seed
+        self.epoch_length = epoch_length
+        self.rcs = rcs
+        self.rcs_min_pixels = rcs_min_pixels
+        self.rcs_min_crop_ratio = rcs_min_crop_ratio
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample number ``index``.
+
+        Returns:
+            ``{"source_image": (3,h,w) float32 in [0,1], "source_label": (h,w) int64 task ids or 255,
+            "target_image": (3,h,w) float32 in [0,1]}``, (h,w) = the crop size.
+        """
+        if index < 0:
+            raise IndexError(f"sample index must be >= 0, got {index}")
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, index]))
+        if self.rcs is not None:
+            rare_class, source_index = self.rcs.sample(rng)
+        else:
+            rare_class, source_index = None, int(rng.integers(len(self.source)))
+        target_index = int(rng.integers(len(self.target)))
+
+        source = self.source.load(source_index, remap_label=False)  # 19 Cityscapes train ids
+        image, label = self.source_transform.resize(source.image, source.label)
+
+        def draw_crop() -> tuple[np.ndarray, np.ndarray]:
+            return self.source_transform.crop_flip(image, label, seed=rng)
+
+        if rare_class is None:
+            source_image, source_label = draw_crop()
+        else:
+            source_image, source_label = crop_with_class(
+                draw_crop, rare_class, self.rcs_min_pixels, self.rcs_min_crop_ratio
+            )
+        source_label = remap(source_label, self.source.task.source_map)
+
+        target = self.target.load(target_index)
+        target_image, _ = self.target_transform(target.image, seed=rng)
+        return {
+            "source_image": image_to_tensor(source_image),
+            "source_label": label_to_tensor(source_label),
+            "target_image": image_to_tensor(target_image),
+        }
+
+
+class ResumableSampler(DistributedSampler):
+    """Yields global sample numbers, continuing from the batches already trained on.
+
+    Per epoch it yields ``num_batches * batch_size`` indices starting at batch ``start_batch()``
+    (read when an epoch starts). With ``world_size`` processes, process ``rank`` takes the samples
+    ``((b * world_size + rank) * batch_size + j)`` of its batch ``b``; being a ``DistributedSampler``,
+    Lightning leaves it as it is.
+
+    Args:
+        dataset: the training dataset (only its type matters to the base class).
+        num_batches: batches per epoch and process.
+        batch_size: samples per batch.
+        start_batch: returns the number of batches already trained on.
+        rank: this process.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_batches: int,
+        batch_size: int,
+        start_batch: Callable[[], int],
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=True)
+        self.num_batches = num_batches
+        self.batch_size = batch_size
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        first = int(self.start_batch())
+        for batch in range(first, first + self.num_batches):
+            base = (batch * self.num_replicas + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+
+
+class _ResizedDataset(Dataset):
+    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?}`` contract items."""
+
+    def __init__(
+        self, dataset: SegmentationDataset | UnlabelledImages, size: tuple[int, int], with_size: bool
+    ):
+        self.dataset = dataset
+        self.transform = TestTransform(size)
+        self.with_size = with_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.dataset.load(index)
+        image, label = self.transform(sample.image, sample.label)
+        item: dict[str, Any] = {"image": image_to_tensor(image), "name": sample.name}
+        if label is not None:
+            item["label"] = label_to_tensor(label)
+        if self.with_size:
+            item["size"] = label_to_tensor(np.array(sample.image.shape[:2]))
+        return item
+
+
+def _size(value: Any, option: str) -> tuple[int, int]:
+    values = tuple(value) if isinstance(value, (list, tuple)) else ()
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{option} must be [height, width] with positive integers, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+class CrossModalityDataModule(LightningDataModule):
+    """Source (Cityscapes) + target modality data of one MADM task (SPEC sections 1-2).
+
+    Batches (docs/ARCHITECTURE.md):
+
+    - train: ``{"source_image": (B,3,h,w) float32 in [0,1], "source_label": (B,h,w) int64 task ids
+      or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; no target label.
+    - val / test (the target test split at ``test_size``): ``{"image": (B,3,H,W) float32 in [0,1],
+      "label": (B,H,W) int64, "name": list[str]}``.
+    - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
+      "name": list[str], "size": (B,2) int64 original (H,W)}``.
+
+    Args:
+        task: ``"rgb2depth"``, ``"rgb2infrared"`` or ``"rgb2event"`` (``labels.TASKS``).
+        source_root: Cityscapes root (``leftImg8bit/``, ``gtFine/``).
+        target_root: target dataset root.
+        source_resize: (H,W) the source is resized to (paper: 512x1024).
+        crop_size: (H,W) of the training crops of source and target (paper: 512x512).
+        target_resize: (H,W) the target is resized to (paper: depth 712x712, infrared 512x683,
+            event 512x768).
+        test_size: (H,W) of val/test/predict images and labels (paper: 512x512).
+        target_kind: ``"deliver"``, ``"fmb"``, ``"dsec"`` or ``"folder"`` (your own images, see
+            ``datasets.ImageFolderDataset``); None = the task's dataset.
+        train_file_list: the reference's ``*_train.json`` (``source_data`` for Cityscapes,
+            ``target_data.second_modality`` for the target), or None to scan the folders.
+        test_file_list: the reference's ``*_test.json`` (``target_data``), or None to scan.
+        label_map: YAML label map of the ``"folder"`` kind's test labels.
+        batch_size: training batch size per process.
+        val_batch_size: val/test/predict batch size.
+        num_workers: DataLoader worker processes.
+        pin_memory: DataLoader ``pin_memory``.
+        persistent_workers: keep workers between epochs (needs ``num_workers > 0``).
+        epoch_length: training samples per epoch and process; None = the number of source images.
+            Sampling is with replacement, so this only sets when epoch-end hooks run.
+        rcs: rare class sampling of the source (else uniform source images).
+        rcs_temperature: RCS softmax temperature T.
+        rcs_min_pixels: RCS candidate threshold, in pixels of the stored (full-resolution) labels.
+        rcs_min_crop_ratio: RCS crop test: more than ``ratio * min_pixels`` pixels of the class in the
+            crop of the resized label; 0 disables the redraws.
+        seed: base seed of the training samples.
+        predict_root: folder of images for ``predict``.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        source_root: str,
+        target_root: str,
+        source_resize: tuple[int, int],
+        crop_size: tuple[int, int],
+        target_resize: tuple[int, int],
+        test_size: tuple[int, int],
+        target_kind: str | None = None,
+        train_file_list: str | None = None,
+        test_file_list: str | None = None,
+        label_map: str | None = None,
+        batch_size: int = 2,
+        val_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        epoch_length: int | None = None,
+        rcs: bool = True,
+        rcs_temperature: float = 0.01,
+        rcs_min_pixels: int = 3000,
+        rcs_min_crop_ratio: float = 0.5,
+        seed: int = 42,
+        predict_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._task = get_task(task)
+        self.target_kind = self._task.target_dataset if target_kind is None else target_kind
+        if self.target_kind not in TARGET_KINDS:
+            raise ValueError(
+                f"unknown data.target_kind {target_kind!r}: expected one of {sorted(TARGET_KINDS)}"
+            )
+        if self.target_kind != "folder" and self.target_kind != self._task.target_dataset:
+            raise ValueError(
+                f"data.target_kind={self.target_kind!r} does not fit task {task!r}, whose target is "
+                f"{self._task.target_dataset!r}; use {self._task.target_dataset!r} or 'folder'"
+            )
+        if label_map is not None and self.target_kind != "folder":
+            raise ValueError(
+                f"data.label_map applies only to data.target_kind='folder', not {self.target_kind!r}"
+            )
+        self.source_resize = _size(source_resize, "data.source_resize")
+        self.crop_size = _size(crop_size, "data.crop_size")
+        self.target_resize = _size(target_resize, "data.target_resize")
+        self.test_size = _size(test_size, "data.test_size")
+        for option, resize in (
+            ("data.source_resize", self.source_resize),
+            ("data.target_resize", self.target_resize),
+        ):
+            if self.crop_size[0] > resize[0] or self.crop_size[1] > resize[1]:
+                raise ValueError(
+                    f"data.crop_size {self.crop_size} is larger than {option} {resize}; reduce it"
+                )
+        for option, value in (("data.batch_size", batch_size), ("data.val_batch_size", val_batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("data.persistent_workers=true needs data.num_workers > 0; set one or the other")
+        if epoch_length is not None and epoch_length < batch_size:
+            raise ValueError(f"data.epoch_length={epoch_length} is smaller than data.batch_size={batch_size}")
+        if rcs_temperature <= 0:
+            raise ValueError(f"data.rcs_temperature must be > 0, got {rcs_temperature}")
+        if rcs_min_pixels < 0 or rcs_min_crop_ratio < 0:
+            raise ValueError("data.rcs_min_pixels and data.rcs_min_crop_ratio must be >= 0")
+        self.source_root = source_root
+        self.target_root = target_root
+        self.train_file_list = train_file_list
+        self.test_file_list = test_file_list
+        self.label_map = label_map
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.epoch_length = epoch_length
+        self.rcs = rcs
+        self.rcs_temperature = rcs_temperature
+        self.rcs_min_pixels = rcs_min_pixels
+        self.rcs_min_crop_ratio = rcs_min_crop_ratio
+        self.seed = seed
+        self.predict_root = predict_root
+        self.train_batches_seen = 0
+        self.train_dataset: CrossModalityTrainDataset | None = None
+        self.val_dataset: _ResizedDataset | None = None
+        self.predict_dataset: _ResizedDataset | None = None
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def task(self) -> Task:
+        """The ``labels.Task``."""
+        return self._task
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the task (11 or 9)."""
+        return self._task.num_classes
+
+    # ------------------------------------------------------------------------------- datasets
+    def _source(self) -> CityscapesDataset:
+        return CityscapesDataset(
+            self.source_root, "train", self._task, self.train_file_list, option="data.source_root"
+        )
+
+    def _target(self, split: str) -> SegmentationDataset:
+        file_list = self.train_file_list if split == "train" else self.test_file_list
+        return build_target_dataset(
+            self._task,
+            self.target_root,
+            split,
+            self.target_kind,
+            file_list,
+            self.label_map,
+            "data.target_root",
+        )
+
+    def _rcs_sampler(self, source: CityscapesDataset) -> RareClassSampler:
+        counts = load_or_compute_class_counts(self.source_root, source.label_paths)
+        return RareClassSampler(counts, self.rcs_temperature, self.rcs_min_pixels)
+
+    def _has_test_split(self) -> bool:
+        if self.target_kind != "folder" or self.test_file_list is not None:
+            return True
+        return (Path(self.target_root) / "test" / "images").is_dir()
+
+    def prepare_data(self) -> None:
+        """Compute the RCS statistics once (rank 0), writing ``<source_root>/madm_rcs_stats.json``."""
+        if self.rcs:
+            self._rcs_sampler(self._source())
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets of ``stage`` (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``)."""
+        if stage == "fit":
+            source = self._source()
+            target = self._target("train")
+            self.train_dataset = CrossModalityTrainDataset(
+                source,
+                target,
+                TrainTransform(self.source_resize, self.crop_size),
+                TrainTransform(self.target_resize, self.crop_size),
+                seed=self.seed,
+                epoch_length=self.epoch_length or len(source),
+                rcs=self._rcs_sampler(source) if self.rcs else None,
+                rcs_min_pixels=self.rcs_min_pixels,
+                rcs_min_crop_ratio=self.rcs_min_crop_ratio,
+            )
+        if stage in ("fit", "validate", "test"):
+            if self._has_test_split():
+                self.val_dataset = _ResizedDataset(self._target("test"), self.test_size, with_size=False)
+            elif stage != "fit":
+                raise FileNotFoundError(
+                    f"no test split under data.target_root='{self.target_root}': expected test/images/ and "
+                    "test/labels/ (see ImageFolderDataset); add them to validate or test"
+                )
+        if stage == "predict":
+            if self.predict_root is None:
+                raise ValueError("predict needs data.predict_root: a folder of images to segment")
+            images = UnlabelledImages(self.predict_root, option="data.predict_root")
+            self.predict_dataset = _ResizedDataset(images, self.test_size, with_size=True)
+
+    # ---------------------------------------------------------------------------- dataloaders
+    def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches, resumable (see the module docstring)."""
+        if self.train_dataset is None:
+            raise RuntimeError("call setup('fit') before train_dataloader()")
+        rank, world_size = (
+            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        )
+        sampler = ResumableSampler(
+            self.train_dataset,
+            num_batches=len(self.train_dataset) // self.batch_size,
+            batch_size=self.batch_size,
+            start_batch=lambda: self.train_batches_seen,
+            rank=rank,
+            world_size=world_size,
+        )
+        return self._loader(self.train_dataset, self.batch_size, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The target test split at ``test_size`` (an empty list for a ``"folder"`` target without one)."""
+        if self.val_dataset is None:
+            if not self._has_test_split():
+                return []
+            raise RuntimeError("call setup('validate') before val_dataloader()")
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Same as ``val_dataloader``."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every image under ``predict_root`` at ``test_size``, sorted by path."""
+        if self.predict_dataset is None:
+            raise RuntimeError("call setup('predict') before predict_dataloader()")
+        return self._loader(self.predict_dataset, self.val_batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------------------- resume
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the training batches that reach the model (for exact resume); batch unchanged."""
+        if self.trainer is not None and self.trainer.training:
+            self.train_batches_seen += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume the same sample sequence."""
+        return {
+            "train_batches_seen": self.train_batches_seen,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue after the batches of the checkpoint; warn if seed or batch size changed."""
+        self.train_batches_seen = int(state_dict.get("train_batches_seen", 0))
+        for key in ("seed", "batch_size"):
+            if key in state_dict and state_dict[key] != getattr(self, key):
+                rank_zero_warn(
+                    f"resuming with data.{key}={getattr(self, key)} but the checkpoint used "
+                    f"{state_dict[key]}: the training samples will not continue the same sequence"
+                )

@@ -1,0 +1,207 @@
+"""Feature projections and the DAFormer head (SPEC section 3, "Projections" and "Head").
+
+Verified against the reference (XiaRho/MADM): the projections are detectron2 ``BottleneckBlock``s with
+``norm="GN"`` (``modeling/backbone/feature_extractor.py``, ``AttentionFeatureExtractorBackbone``), the head
+is ``DAFormerHead`` with ``mlp`` embeddings and a separable ``aspp`` fusion without pooling
+(``modeling/sem_seg_head/daformer_head.py``, ``config_files/common/models/mtmadise_multi_lora.py``), and
+the decoded image enters as the finest level "s0" with a 3 -> 128 projection (the task configs).
+Weights use PyTorch's default initialisation (SPEC section 3), not detectron2's / mmcv's He init.
+"""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+#: GroupNorm groups in the projections (detectron2's ``get_norm("GN", C)``).
+GROUP_NORM_GROUPS = 32
+
+#: ASPP dilations: 1 is a 1x1 conv, the others 3x3 depthwise-separable convs.
+ASPP_DILATIONS = (1, 6, 12, 18)
+
+#: Dropout2d probability before the classifier.
+DROPOUT = 0.1
+
+
+class Bottleneck(nn.Module):
+    """One ResNet bottleneck block with GroupNorm (detectron2 ``BottleneckBlock``, stride 1).
+
+    conv1x1 (in -> width) + GN + ReLU, conv3x3 (width -> width) + GN + ReLU, conv1x1 (width -> out) + GN,
+    plus the shortcut (a 1x1 conv + GN projection when in != out, else identity), then ReLU. Convs have no
+    bias (GN follows each).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (a multiple of 32).
+        width: inner width (a multiple of 32; 128 in the reference).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 128) -> None:
+        super().__init__()
+        for name, channels in (("out_channels", out_channels), ("width", width)):
+            if channels % GROUP_NORM_GROUPS:
+                raise ValueError(f"Bottleneck {name}={channels} must be a multiple of {GROUP_NORM_GROUPS}")
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.norm1 = nn.GroupNorm(GROUP_NORM_GROUPS, width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(GROUP_NORM_GROUPS, width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.norm3 = nn.GroupNorm(GROUP_NORM_GROUPS, out_channels)
+        if in_channels != out_channels:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                nn.GroupNorm(GROUP_NORM_GROUPS, out_channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x: (B,in,H,W) float. Returns: (B,out,H,W) float, >= 0."""
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = F.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, **conv_kwargs) -> nn.Sequential:
+    # mmcv's ConvModule with a BN norm: the conv has no bias because BN follows.
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, bias=False, **conv_kwargs),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _separable_conv_bn_relu(in_channels: int, out_channels: int, dilation: int) -> nn.Sequential:
+    # mmcv's DepthwiseSeparableConvModule: both the depthwise 3x3 and the pointwise 1x1 get BN + ReLU.
+    return nn.Sequential(
+        _conv_bn_relu(in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels),
+        _conv_bn_relu(in_channels, out_channels, 1),
+    )
+
+
+class MADMHead(nn.Module):
+    """Projections + DAFormer head: UNet taps and the decoded image to per-pixel class logits.
+
+    1. Projections (Bottleneck, GN): each UNet tap to ``projection_channels`` at its own resolution, the
+       decoded image (3 ch) to ``decoded_projection_channels`` at full resolution.
+    2. Per level a linear embedding (1x1 conv with bias, no norm, no activation) to ``embed_dim``.
+    3. Every level upsampled bilinearly (align_corners=False) to the full image size and concatenated,
+       finest first: [decoded, s8, s16, s32] (4 * embed_dim channels).
+    4. ASPP without image pooling: a 1x1 conv and 3x3 depthwise-separable convs with dilations 6, 12, 18,
+       each conv followed by BN + ReLU, ``embed_dim`` channels each; then a 3x3 conv
+       4 * embed_dim -> embed_dim + BN + ReLU.
+    5. Dropout2d(0.1) and a 1x1 conv to the classes.
+
+    Everything from step 1's decoded projection on runs at full resolution: that is where the memory goes
+    (SPEC section 6b). ``activation_checkpointing`` recomputes that part in the backward pass instead of
+    storing its activations; BatchNorm running statistics are updated once (not again on recomputation).
+
+    Args:
+        feature_channels: channels of the (stride 32, stride 16, stride 8) taps, e.g.
+            ``backbone.feature_channels`` ((1280, 640, 320) for SD v1-4).
+        num_classes: number of output classes.
+        embed_dim: width of the embeddings, ASPP branches and fusion (256 in the paper).
+        projection_channels: output channels of the tap projections (512).
+        decoded_projection_channels: output channels of the decoded-image projection (128).
+        bottleneck_width: inner width of every projection (128).
+        activation_checkpointing: recompute the full-resolution part in the backward pass.
+    """
+
+    def __init__(
+        self,
+        feature_channels: Sequence[int],
+        num_classes: int,
+        embed_dim: int = 256,
+        projection_channels: int = 512,
+        decoded_projection_channels: int = 128,
+        bottleneck_width: int = 128,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(feature_channels) != 3:
+            raise ValueError(
+                f"feature_channels must give 3 taps (s32, s16, s8), got {tuple(feature_channels)}"
+            )
+        self.activation_checkpointing = activation_checkpointing
+        self.feature_projections = nn.ModuleList(
+            Bottleneck(channels, projection_channels, bottleneck_width) for channels in feature_channels
+        )
+        self.decoded_projection = Bottleneck(3, decoded_projection_channels, bottleneck_width)
+        self.feature_embeddings = nn.ModuleList(
+            nn.Conv2d(projection_channels, embed_dim, 1) for _ in feature_channels
+        )
+        self.decoded_embedding = nn.Conv2d(decoded_projection_channels, embed_dim, 1)
+        fused_channels = (len(feature_channels) + 1) * embed_dim
+        self.aspp = nn.ModuleList(
+            _conv_bn_relu(fused_channels, embed_dim, 1)
+            if dilation == 1
+            else _separable_conv_bn_relu(fused_channels, embed_dim, dilation)
+            for dilation in ASPP_DILATIONS
+        )
+        self.fuse = _conv_bn_relu(len(ASPP_DILATIONS) * embed_dim, embed_dim, 3, padding=1)
+        self.dropout = nn.Dropout2d(DROPOUT)
+        self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
+
+    def forward(self, features: Sequence[Tensor], decoded: Tensor) -> Tensor:
+        """Predict class logits at the decoded image's (= the input image's) size.
+
+        Args:
+            features: [s32, s16, s8] UNet taps, (B,C_i,H/32,W/32), (B,C_i,H/16,W/16), (B,C_i,H/8,W/8) float.
+            decoded: (B,3,H,W) float in [-1,1], the decoded UNet output.
+
+        Returns:
+            (B,num_classes,H,W) float, unnormalised logits.
+        """
+        if len(features) != len(self.feature_projections):
+            raise ValueError(
+                f"expected {len(self.feature_projections)} features (s32, s16, s8), got {len(features)}"
+            )
+        projected = [projection(x) for projection, x in zip(self.feature_projections, features)]
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(
+                self._full_resolution,
+                decoded,
+                *projected,
+                use_reentrant=False,
+                context_fn=self._checkpoint_contexts,
+            )
+        return self._full_resolution(decoded, *projected)
+
+    def _full_resolution(self, decoded: Tensor, *projected: Tensor) -> Tensor:
+        size = decoded.shape[-2:]
+        levels = [self.decoded_embedding(self.decoded_projection(decoded))]
+        # Finest first, as the reference concatenates (s0, s3, s4, s5).
+        for embedding, x in reversed(list(zip(self.feature_embeddings, projected))):
+            levels.append(F.interpolate(embedding(x), size=size, mode="bilinear", align_corners=False))
+        x = torch.cat(levels, dim=1)
+        x = self.fuse(torch.cat([branch(x) for branch in self.aspp], dim=1))
+        return self.classifier(self.dropout(x))
+
+    def _checkpoint_contexts(
+        self,
+    ) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        return contextlib.nullcontext(), _frozen_batch_norm_statistics(self)
+
+
+@contextlib.contextmanager
+def _frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Keep BatchNorm running statistics unchanged during a checkpoint recomputation.
+
+    Momentum 0 leaves the running mean and variance as they are, and the batch counter is restored. The
+    recomputed forward still normalises with the batch statistics (train mode), so its outputs equal the
+    first forward's; only the second running-statistics update is skipped.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(norm.momentum, norm.num_batches_tracked.clone()) for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (momentum, num_batches_tracked) in zip(norms, saved):
+            norm.momentum = momentum
+            norm.num_batches_tracked.copy_(num_batches_tracked)

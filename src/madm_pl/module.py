@@ -1,0 +1,353 @@
+"""The MADM training recipe as a LightningModule (SPEC sections 4 to 6).
+
+The student is the learnable prompt/time conditioning plus the segmentation head; the diffusion
+backbone (frozen VAE, fine-tuned UNet) is shared with the teacher, which is an EMA copy of the
+student's conditioning and head (SPEC section 4.1). ``training_step`` follows SPEC section 4 in order.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from madm_pl.labels import IGNORE_INDEX, get_task
+from madm_pl.losses import (
+    classmix_masks,
+    dplg_timestep,
+    draw_dplg_t0,
+    ema_alpha,
+    ema_update,
+    lplr_loss,
+    lr_factor,
+    miou_from_confusion,
+    mix,
+    mixed_weight,
+    paint_palette,
+    pseudo_label,
+    segmentation_loss,
+    strong_augment,
+)
+from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
+
+Mode = Literal["madm", "source_only", "oracle"]
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+class Student(nn.Module):
+    """What the teacher averages: the prompt/time conditioning and the head (SPEC section 4.1)."""
+
+    def __init__(self, conditioning: PromptConditioning, head: MADMHead) -> None:
+        super().__init__()
+        self.conditioning = conditioning
+        self.head = head
+
+
+class MADMModule(LightningModule):
+    """MADM: teacher-student self-training with DPLG and LPLR on a diffusion backbone.
+
+    Args:
+        task: ``rgb2depth``, ``rgb2infrared`` or ``rgb2event`` (sets classes and palette).
+        num_classes: number of classes; linked from the data module by the CLI, checked against ``task``.
+        backbone: ``"tiny"``, ``"sd14-random"`` or a local folder in the diffusers layout (SD v1-4 or a prior).
+        noise_seed: seed of the fixed diffusion noise (reference: 42).
+        unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
+        compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
+        head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
+        head_activation_checkpointing: recompute the full-resolution head in backward.
+        mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (supervised on
+            labelled target training images; the data module must provide ``target_label``).
+        classmix: mix source and target with ClassMix masks (off: the student trains on the target image).
+        ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
+        dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
+        lplr_source: LPLR latent regression on the source palette image.
+        lplr_target: LPLR latent regression on the mixed pseudo-label palette image.
+        lplr_source_weight: weight of the source LPLR term (paper: 1, event task: 20).
+        lplr_target_weight: weight of the target LPLR term (paper: 1).
+        dplg_t0: base of the DPLG start timestep, drawn from {t0, t0 + 1} each iteration (paper 50, depth 60).
+        dplg_t_end: iteration at which the DPLG timestep reaches 0 (paper 8000, depth 5000).
+        ema_max_alpha: the EMA momentum cap (0.999).
+        pseudo_label_threshold: confidence for the pseudo-label weight q (0.968).
+        lr: AdamW learning rate for every parameter (5e-6).
+        weight_decay: AdamW weight decay, 0 for norm layers and biases (0.05).
+        seed: seed of the per-step random streams (ClassMix, augmentation, DPLG draws, dropout).
+    """
+
+    def __init__(
+        self,
+        task: str = "rgb2infrared",
+        num_classes: int | None = None,
+        backbone: str = "tiny",
+        noise_seed: int = 42,
+        unet_gradient_checkpointing: bool = False,
+        compile_unet: bool = False,
+        head_embed_dim: int = 256,
+        head_activation_checkpointing: bool = False,
+        mode: Mode = "madm",
+        classmix: bool = True,
+        ema: bool = True,
+        dplg: bool = True,
+        lplr_source: bool = True,
+        lplr_target: bool = True,
+        lplr_source_weight: float = 1.0,
+        lplr_target_weight: float = 1.0,
+        dplg_t0: int = 50,
+        dplg_t_end: int = 8000,
+        ema_max_alpha: float = 0.999,
+        pseudo_label_threshold: float = 0.968,
+        lr: float = 5e-6,
+        weight_decay: float = 0.05,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.task = get_task(task)
+        if num_classes is not None and num_classes != self.task.num_classes:
+            raise ValueError(
+                f"model.num_classes={num_classes} does not match task {task!r} "
+                f"({self.task.num_classes} classes); fix model.num_classes or model.task"
+            )
+        if mode not in ("madm", "source_only", "oracle"):
+            raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
+        self.mode = mode
+
+        self.backbone = DiffusionBackbone(
+            backbone, noise_seed=noise_seed, unet_gradient_checkpointing=unet_gradient_checkpointing
+        )
+        conditioning = PromptConditioning(
+            context_dim=self.backbone.context_dim,
+            time_embed_dim=self.backbone.time_embed_dim,
+            num_tokens=self.backbone.num_tokens,
+        )
+        head = MADMHead(
+            self.backbone.feature_channels,
+            self.task.num_classes,
+            embed_dim=head_embed_dim,
+            activation_checkpointing=head_activation_checkpointing,
+        )
+        self.student = Student(conditioning, head)
+        # The teacher is a separate copy only when it is an EMA; it never enters the optimiser.
+        self.teacher = copy.deepcopy(self.student) if (ema and mode == "madm") else None
+        if self.teacher is not None:
+            self.teacher.requires_grad_(False)
+        self.register_buffer("palette", torch.from_numpy(self.task.palette), persistent=False)
+        self.val_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
+        self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
+        # Filled at the end of validate/test for the IoU-table callback: {"miou": float, "iou": Tensor}.
+        self.last_scores: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------- model
+    def configure_model(self) -> None:
+        if self.hparams.compile_unet and not getattr(self, "_unet_compiled", False):
+            self.backbone.unet = torch.compile(self.backbone.unet)
+            self._unet_compiled = True
+
+    def segment(
+        self, net: Student, image: torch.Tensor, timestep: int = 0
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits of ``net`` (student or teacher) for images in [0,1].
+
+        Args:
+            net: the student or the EMA teacher (conditioning + head).
+            image: (B,3,H,W) float in [0,1].
+            timestep: diffusion timestep of the latent noise and of the UNet (SPEC section 3).
+
+        Returns:
+            logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps).
+        """
+        cond, time_offset = net.conditioning(self.backbone.uncond)
+        out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
+        return net.head(out.features, out.decoded), out
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Inference (SPEC section 4.7): (B,3,H,W) in [0,1] -> (B,C,H,W) student logits at t = 0."""
+        return self.segment(self.student, image)[0]
+
+    def palette_latent(self, label: torch.Tensor) -> torch.Tensor:
+        """LPLR target: the label painted with the palette, VAE-encoded. (B,H,W) -> (B,4,H/8,W/8)."""
+        return self.backbone.encode(paint_palette(label, self.palette))
+
+    # -------------------------------------------------------------------------------- training
+    @property
+    def iteration(self) -> int:
+        """0-based optimiser-step counter (SPEC section 4: the counter starts at 0)."""
+        return self.trainer.global_step
+
+    def _generator(self, batch_idx: int) -> torch.Generator:
+        """The random stream of one micro-batch, derived from (seed, iteration, micro-batch).
+
+        Deriving every stream from the step makes a resumed run draw exactly what an uninterrupted run
+        draws, whatever happened to the global RNG in between (SPEC: 3 + resume + 3 steps = 6 steps).
+        """
+        micro = batch_idx % self.trainer.accumulate_grad_batches
+        seed = (self.hparams.seed * 1_000_003 + self.iteration) * 16 + micro
+        torch.manual_seed(seed)  # dropout in the head and BN-free layers draws from the global stream
+        return torch.Generator().manual_seed(seed)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # SPEC 4.1: the EMA update happens before the step, once per optimiser step.
+        first_micro_batch = batch_idx % self.trainer.accumulate_grad_batches == 0
+        if self.teacher is not None and first_micro_batch:
+            alpha = ema_alpha(self.iteration, self.hparams.ema_max_alpha)
+            ema_update(self.teacher, self.student, alpha)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any] | None:
+        generator = self._generator(batch_idx)
+        hp = self.hparams
+        losses: dict[str, torch.Tensor] = {}
+        visuals: dict[str, torch.Tensor] = {}
+        source_image, source_label = batch["source_image"], batch["source_label"]
+
+        # 2. Source: supervised CE (+ LPLR on the painted source label).
+        source_logits, source_out = self.segment(self.student, source_image)
+        losses["source"] = segmentation_loss(source_logits, source_label)
+        if hp.lplr_source and self.mode != "oracle":
+            target_latent = self.palette_latent(source_label)
+            losses["lplr_source"] = hp.lplr_source_weight * lplr_loss(
+                source_out.latent, target_latent, source_label
+            )
+        visuals.update(source_image=source_image, source_label=source_label, source_prediction=source_logits)
+        visuals["lplr_label_image"] = source_out.decoded
+
+        if self.mode == "oracle":
+            oracle_logits, _ = self.segment(self.student, batch["target_image"])
+            losses["target"] = segmentation_loss(oracle_logits, batch["target_label"])
+        elif self.mode == "madm":
+            losses.update(self._target_losses(batch, generator, visuals))
+
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            # Skipping keeps the weights finite; no checkpoint with NaN weights can follow.
+            rank_zero_warn(f"non-finite loss at iteration {self.iteration} ({_floats(losses)}); step skipped")
+            self.log("train/skipped_steps", 1.0, reduce_fx="sum")
+            return None
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value.detach())
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        return {"loss": loss, "visuals": {k: v.detach() for k, v in visuals.items()}}
+
+    def _target_losses(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator, visuals: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """SPEC 4.3 to 4.5: ClassMix, DPLG pseudo-labels from the teacher, the mixed target losses."""
+        hp = self.hparams
+        source_image, source_label = batch["source_image"], batch["source_label"]
+        target_image = batch["target_image"]
+
+        # 3. ClassMix masks (per sample, half of the source classes).
+        mask = classmix_masks(source_label, generator) if hp.classmix else None
+
+        # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep.
+        timestep = 0
+        if hp.dplg:
+            timestep = dplg_timestep(self.iteration, draw_dplg_t0(hp.dplg_t0, generator), hp.dplg_t_end)
+        teacher = self.teacher if self.teacher is not None else self.student
+        # The teacher stays in train mode, as in the reference (BN batch statistics, dropout active):
+        # Lightning keeps the whole module, teacher included, in train mode during fit.
+        with torch.no_grad():
+            teacher_logits, _ = self.segment(teacher, target_image, timestep)
+            target_pseudo_label, confidence = pseudo_label(teacher_logits, hp.pseudo_label_threshold)
+        self.log("train/dplg_timestep", float(timestep))
+        self.log("train/pseudo_label_weight", confidence.mean())
+
+        if mask is not None:
+            mixed_image = mix(mask, source_image, target_image)
+            mixed_label = mix(mask, source_label, target_pseudo_label)
+            pixel_weight = mixed_weight(mask, confidence)
+        else:
+            mixed_image, mixed_label = target_image, target_pseudo_label
+            pixel_weight = confidence.view(-1, 1, 1).expand_as(target_pseudo_label)
+        mixed_image = strong_augment(mixed_image, generator)
+
+        # 5. Student on the mixed image: weighted CE (+ LPLR on the painted mixed label, weighted by q).
+        mixed_logits, mixed_out = self.segment(self.student, mixed_image)
+        losses = {"target": segmentation_loss(mixed_logits, mixed_label, pixel_weight)}
+        if hp.lplr_target:
+            target_latent = self.palette_latent(mixed_label)
+            losses["lplr_target"] = hp.lplr_target_weight * lplr_loss(
+                mixed_out.latent, target_latent, mixed_label, confidence
+            )
+        visuals.update(
+            target_image=target_image,
+            pseudo_label=target_pseudo_label,
+            mixed_image=mixed_image,
+            mixed_label=mixed_label,
+            mixed_prediction=mixed_logits,
+        )
+        return losses
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
+        # drop them so AdamW skips every parameter this step instead of writing NaN into the weights.
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not all(torch.isfinite(g).all() for g in grads):
+            rank_zero_warn(f"non-finite gradient at iteration {self.iteration}; optimiser step skipped")
+            optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix) -> None:
+        logits = self(batch["image"])
+        confusion.update(logits.argmax(1), batch["label"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_confusion)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_confusion)
+
+    def _log_scores(self, stage: str, confusion: MulticlassConfusionMatrix) -> None:
+        # compute() sums the confusion over all ranks before scoring (the reference scored shards).
+        miou, iou = miou_from_confusion(confusion.compute())
+        confusion.reset()
+        self.log(f"{stage}/miou", miou * 100, prog_bar=True, sync_dist=False)
+        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
+            if not math.isnan(value):
+                self.log(f"{stage}/iou_{name.replace(' ', '_')}", value * 100)
+        self.last_scores = {"stage": stage, "miou": miou, "iou": iou.cpu()}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self.val_confusion)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self.test_confusion)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Label maps for a folder of target images: (B,H,W) int64 at the network input size."""
+        return {"prediction": self(batch["image"]).argmax(1), "name": batch["name"], "size": batch["size"]}
+
+    # ----------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5)."""
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps <= 0:
+            raise ValueError("set trainer.max_steps (> 0): the MADM learning-rate schedule is per iteration")
+        decay, no_decay = [], []
+        seen: set[int] = set()
+        for module in [self.backbone.unet, self.student]:
+            for submodule in module.modules():
+                for name, param in submodule.named_parameters(recurse=False):
+                    if not param.requires_grad or id(param) in seen:
+                        continue
+                    seen.add(id(param))
+                    is_norm = isinstance(submodule, _NORM_TYPES)
+                    (no_decay if is_norm or name.endswith("bias") else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _floats(losses: dict[str, torch.Tensor]) -> str:
+    return ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+

@@ -1,0 +1,58 @@
+"""Fixtures: tiny fake trees in each real layout (see tests/fake_trees.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fake_trees import (
+    FakeTree,
+    split_label,
+    write_cityscapes,
+    write_deliver,
+    write_dsec,
+    write_fmb,
+    write_image_folder,
+)
+
+# Cityscapes train ids: road | car, sky | person, building | bicycle.
+CITYSCAPES_IDS = [(0, 13), (10, 11), (2, 18)]
+# FMB ids: road | car, sky | pole.
+FMB_IDS = [(1, 9), (7, 14)]
+# DELIVER channel 0 as stored (DELIVER id + 1): building(1) | sky(13), road(7) | unlabelled 255.
+DELIVER_IDS = [(1, 13), (7, 255)]
+# DSEC 11-class ids: road | car, sky | ignore.
+DSEC_IDS = [(5, 8), (0, 255)]
+
+
+@pytest.fixture
+def cityscapes_tree(tmp_path: Path) -> FakeTree:
+    """Three 32x64 Cityscapes images, labels of ``CITYSCAPES_IDS`` (left half | right half)."""
+    return write_cityscapes(tmp_path / "cityscapes", [split_label((32, 64), a, b) for a, b in CITYSCAPES_IDS])
+
+
+@pytest.fixture
+def fmb_tree(tmp_path: Path) -> FakeTree:
+    """FMB: 3 train images 16x32, 2 labelled test images of ``FMB_IDS``."""
+    return write_fmb(tmp_path / "fmb", [split_label((16, 32), a, b) for a, b in FMB_IDS], train_count=3)
+
+
+@pytest.fixture
+def deliver_tree(tmp_path: Path) -> FakeTree:
+    """DELIVER: 2 train images, 2 labelled test images of ``DELIVER_IDS`` (stored channel 0)."""
+    return write_deliver(tmp_path / "deliver", [split_label((16, 32), a, b) for a, b in DELIVER_IDS])
+
+
+@pytest.fixture
+def dsec_tree(tmp_path: Path) -> FakeTree:
+    """DSEC: 2 train edge images, 2 labelled test images of ``DSEC_IDS``."""
+    return write_dsec(tmp_path / "dsec", [split_label((16, 32), a, b) for a, b in DSEC_IDS])
+
+
+@pytest.fixture
+def folder_tree(tmp_path: Path) -> FakeTree:
+    """Your own modality: 2 train JPEGs, 1 test image with raw ids 1 | 2 and a label map file."""
+    tree = write_image_folder(tmp_path / "mycam", [split_label((16, 32), 1, 2)])
+    (tmp_path / "mycam_labels.yaml").write_text("1: road\n2: 7\n0: ignore\n")
+    return tree

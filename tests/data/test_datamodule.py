@@ -1,0 +1,290 @@
+"""CrossModalityDataModule: batch contracts, reproducibility, exact resume, options and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import default_collate
+
+from madm_pl.data import CrossModalityDataModule
+from madm_pl.data.datamodule import ResumableSampler
+from madm_pl.data.rcs import CACHE_NAME
+from tests.fake_trees import (
+    FakeTree,
+    image_value,
+    split_label,
+    write_cityscapes,
+    write_file_list,
+    write_image_folder,
+    write_png,
+)
+
+SIZES = {"source_resize": (16, 32), "crop_size": (16, 16), "target_resize": (16, 24), "test_size": (8, 16)}
+# rgb2infrared ids of the fake Cityscapes labels: road 4, car 7, sky 0, person 2, building 1, bicycle 7
+SOURCE_IDS = {0, 1, 2, 4, 7}
+
+
+def make(cityscapes: FakeTree, target: FakeTree, **options: Any) -> CrossModalityDataModule:
+    kwargs = {
+        "task": "rgb2infrared",
+        "source_root": str(cityscapes.root),
+        "target_root": str(target.root),
+        "rcs_min_pixels": 100,  # the fake labels have 1024 pixels per class and image
+        "epoch_length": 6,
+        **SIZES,
+    }
+    return CrossModalityDataModule(**(kwargs | options))
+
+
+def train_batches(datamodule: CrossModalityDataModule, count: int = 3) -> list[dict[str, torch.Tensor]]:
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = iter(datamodule.train_dataloader())
+    return [next(loader) for _ in range(count)]
+
+
+def same(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> bool:
+    return all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+
+def test_train_batch_contract(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    datamodule = make(cityscapes_tree, fmb_tree)
+    assert datamodule.num_classes == 9
+    assert datamodule.task.name == "rgb2infrared"
+    batch = train_batches(datamodule, 1)[0]
+    assert set(batch) == {"source_image", "source_label", "target_image"}  # no target label
+    assert batch["source_image"].shape == batch["target_image"].shape == (2, 3, 16, 16)
+    assert batch["source_image"].dtype == batch["target_image"].dtype == torch.float32
+    assert batch["source_label"].shape == (2, 16, 16)
+    assert batch["source_label"].dtype == torch.int64
+    greys = {round(image_value(i) / 255, 6) for i in range(3)}
+    for key in ("source_image", "target_image"):
+        assert float(batch[key].min()) >= 0.0 and float(batch[key].max()) <= 1.0
+        assert {round(v, 6) for v in batch[key].unique().tolist()} <= greys
+    assert set(batch["source_label"].unique().tolist()) <= SOURCE_IDS
+    assert (Path(cityscapes_tree.root) / CACHE_NAME).is_file()  # RCS statistics cached by prepare_data
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")
+def test_same_seed_same_batches_other_seed_differs(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    first = train_batches(make(cityscapes_tree, fmb_tree, seed=1))
+    assert same(first, train_batches(make(cityscapes_tree, fmb_tree, seed=1)))
+    assert not same(first, train_batches(make(cityscapes_tree, fmb_tree, seed=2)))
+    # worker processes make the same samples
+    workers = make(cityscapes_tree, fmb_tree, seed=1, num_workers=1, persistent_workers=True, pin_memory=True)
+    assert same(first, train_batches(workers))
+    loader = workers.train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, True)
+
+
+def test_batch_k_holds_samples_2k_and_2k_plus_1(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    datamodule = make(cityscapes_tree, fmb_tree, epoch_length=4)
+    batches = train_batches(datamodule, 2)
+    dataset = datamodule.train_dataset
+    assert same(
+        batches, [default_collate([dataset[0], dataset[1]]), default_collate([dataset[2], dataset[3]])]
+    )
+    assert len(datamodule.train_dataloader()) == 2
+    # next epoch continues the sequence (here after 2 batches "trained on")
+    datamodule.train_batches_seen = 2
+    assert same(train_batches(datamodule, 1), [default_collate([dataset[4], dataset[5]])])
+
+
+def test_epoch_length_default_and_rcs_options(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path
+) -> None:
+    uniform = make(cityscapes_tree, fmb_tree, rcs=False)
+    uniform.prepare_data()
+    uniform.setup("fit")
+    assert uniform.train_dataset.rcs is None
+    assert not (Path(cityscapes_tree.root) / CACHE_NAME).exists()  # rcs=False: nothing written
+    datamodule = make(cityscapes_tree, fmb_tree, batch_size=1, epoch_length=None)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataloader()) == 3  # one epoch = the 3 source images
+    assert datamodule.train_dataset.rcs is not None
+    # unequal classes: road 48 columns, car 16 columns; the temperature sets how much car is favoured
+    skewed = write_cityscapes(tmp_path / "skewed", [split_label((32, 64), 0, 13, column=48)])
+    sharp = make(skewed, fmb_tree)
+    sharp.setup("fit")
+    assert sharp.train_dataset.rcs.classes.tolist() == [13, 0]
+    assert sharp.train_dataset.rcs.probs[0] > 0.99  # exp(50) : 1 at T = 0.01
+    warm = make(skewed, fmb_tree, rcs_temperature=100.0, rcs_min_crop_ratio=0.25)
+    warm.setup("fit")
+    assert abs(warm.train_dataset.rcs.probs[0] - 0.5) < 0.01  # ~uniform at T = 100
+    assert warm.train_dataset.rcs_min_crop_ratio == 0.25
+    with pytest.raises(ValueError, match=r"no source image has more than data\.rcs_min_pixels=2000"):
+        make(cityscapes_tree, fmb_tree, rcs_min_pixels=2000).setup("fit")
+
+
+def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    predict_root = Path(fmb_tree.root) / "train" / "Infrared"
+    datamodule = make(cityscapes_tree, fmb_tree, val_batch_size=2, predict_root=str(predict_root))
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert set(batch) == {"image", "label", "name"}
+    assert batch["image"].shape == (2, 3, 8, 16)
+    assert batch["label"].shape == (2, 8, 16)
+    assert batch["label"].dtype == torch.int64
+    assert batch["name"] == ["test/Infrared/00100", "test/Infrared/00101"]
+    assert batch["label"][:, 0, 0].tolist() == [4, 0]  # FMB road, sky
+    assert batch["label"][:, -1, -1].tolist() == [7, 3]  # FMB car, pole
+    assert torch.equal(next(iter(datamodule.test_dataloader()))["label"], batch["label"])
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    assert set(batch) == {"image", "name", "size"}
+    assert batch["image"].shape == (2, 3, 8, 16)
+    assert batch["size"].tolist() == [[16, 32], [16, 32]]
+    assert batch["name"] == ["00001", "00002"]
+
+
+def test_folder_kind_with_label_map(cityscapes_tree: FakeTree, folder_tree: FakeTree, tmp_path) -> None:
+    datamodule = make(
+        cityscapes_tree, folder_tree, target_kind="folder", label_map=str(tmp_path / "mycam_labels.yaml")
+    )
+    datamodule.setup("fit")
+    assert set(train_batches(datamodule, 1)[0]) == {"source_image", "source_label", "target_image"}
+    label = next(iter(datamodule.val_dataloader()))["label"]
+    assert (label[0, 0, 0].item(), label[0, -1, -1].item()) == (4, 7)  # raw 1 -> road, raw 2 -> 7
+    # a folder without a test split: no validation in fit, a clear error for validate
+    bare = make(cityscapes_tree, write_image_folder(tmp_path / "bare"), target_kind="folder")
+    bare.setup("fit")
+    assert bare.val_dataloader() == []
+    with pytest.raises(FileNotFoundError, match=r"no test split under data\.target_root=.*test/images/"):
+        bare.setup("validate")
+
+
+def test_file_lists(cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path: Path) -> None:
+    train_list = write_file_list(
+        tmp_path / "train.json",
+        source=(cityscapes_tree.train_images[:2], cityscapes_tree.train_labels[:2]),
+        target_images=fmb_tree.train_images[2:],
+    )
+    test_list = write_file_list(
+        tmp_path / "test.json", target_images=fmb_tree.test_images[1:], target_labels=fmb_tree.test_labels[1:]
+    )
+    datamodule = make(
+        cityscapes_tree, fmb_tree, train_file_list=str(train_list), test_file_list=str(test_list), rcs=False
+    )
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataset.source) == 2
+    assert len(datamodule.train_dataset.target) == 1
+    assert len(datamodule.val_dataset) == 1
+    targets = torch.cat([b["target_image"] for b in train_batches(datamodule, 2)])
+    assert torch.allclose(targets, torch.full_like(targets, image_value(2) / 255))  # only the listed image
+
+
+class _Recorder(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.seen.append(torch.cat([batch[k].flatten().float() for k in sorted(batch)]))
+        return (self.weight**2).sum() + 1.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(datamodule: CrossModalityDataModule, root: Path, ckpt_path: Path | None = None) -> _Recorder:
+    model = _Recorder()
+    trainer = Trainer(
+        max_steps=5,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        callbacks=[ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=2, save_top_k=-1)],
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_resume_continues_the_same_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path) -> None:
+    """5 steps over epochs of 3 batches, and the same run resumed from its step-2 checkpoint (mid
+    epoch): the resumed run trains on exactly batches 2, 3, 4 of the uninterrupted one."""
+    full = _fit(make(cityscapes_tree, fmb_tree, epoch_length=6), tmp_path / "full")
+    assert len(full.seen) == 5
+    assert len({tuple(t.tolist()) for t in full.seen}) == 5  # no batch repeats across epochs
+    resumed = _fit(
+        make(cityscapes_tree, fmb_tree, epoch_length=6), tmp_path / "resumed", tmp_path / "full/step=2.ckpt"
+    )
+    assert len(resumed.seen) == 3
+    assert all(torch.equal(a, b) for a, b in zip(full.seen[2:], resumed.seen, strict=True))
+
+
+def test_state_dict_round_trip(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    datamodule = make(cityscapes_tree, fmb_tree)
+    datamodule.train_batches_seen = 7
+    state = datamodule.state_dict()
+    other = make(cityscapes_tree, fmb_tree)
+    other.load_state_dict(state)
+    assert other.train_batches_seen == 7
+    with pytest.warns(UserWarning, match=r"resuming with data\.seed=5 but the checkpoint used 42"):
+        make(cityscapes_tree, fmb_tree, seed=5).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"persistent_workers": True}, ValueError, r"persistent_workers=true needs data\.num_workers > 0"),
+        (
+            {"crop_size": (16, 64)},
+            ValueError,
+            r"data\.crop_size \(16, 64\) is larger than data\.source_resize",
+        ),
+        ({"test_size": (8,)}, ValueError, r"data\.test_size must be \[height, width\]"),
+        ({"batch_size": 0}, ValueError, r"data\.batch_size must be >= 1"),
+        ({"target_kind": "sonar"}, ValueError, r"unknown data\.target_kind 'sonar'"),
+        ({"target_kind": "dsec"}, ValueError, r"target_kind='dsec' does not fit task 'rgb2infrared'"),
+        ({"label_map": "x.yaml"}, ValueError, r"data\.label_map applies only to data\.target_kind='folder'"),
+        ({"task": "rgb2sonar"}, ValueError, r"unknown task 'rgb2sonar'"),
+        ({"epoch_length": 1}, ValueError, r"data\.epoch_length=1 is smaller than data\.batch_size=2"),
+    ],
+)
+def test_bad_options(cityscapes_tree: FakeTree, fmb_tree: FakeTree, options, error, message) -> None:
+    with pytest.raises(error, match=message):
+        make(cityscapes_tree, fmb_tree, **options)
+
+
+def test_bad_roots(cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"FMB not found under data\.target_root='.*nowhere': expected train/Infrared/",
+    ):
+        make(cityscapes_tree, fmb_tree, target_root=str(tmp_path / "nowhere"), rcs=False).setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"Cityscapes not found under data\.source_root='.*fmb'"):
+        make(cityscapes_tree, fmb_tree, source_root=str(fmb_tree.root)).prepare_data()
+    with pytest.raises(ValueError, match=r"predict needs data\.predict_root"):
+        make(cityscapes_tree, fmb_tree).setup("predict")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no images .* under data\.predict_root="):
+        make(cityscapes_tree, fmb_tree, predict_root=str(empty)).setup("predict")
+    write_png(Path(fmb_tree.root) / fmb_tree.test_labels[0], split_label((16, 32), 1, 99))
+    datamodule = make(cityscapes_tree, fmb_tree)
+    datamodule.setup("validate")
+    with pytest.raises(ValueError, match=r"00100\.png': label ids \[99\] are outside the label map"):
+        next(iter(datamodule.val_dataloader()))
+
+
+def test_sampler_shards_processes_and_starts_after_seen_batches() -> None:
+    seen = {"batches": 0}
+    samplers = [
+        ResumableSampler(range(100), 3, 2, lambda: seen["batches"], rank=rank, world_size=2)
+        for rank in (0, 1)
+    ]
+    assert [list(s) for s in samplers] == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    assert len(samplers[0]) == 6
+    seen["batches"] = 3  # the next epoch or a resumed run continues after 3 batches per process
+    assert list(samplers[1]) == [14, 15, 18, 19, 22, 23]
