@@ -6,7 +6,7 @@ TASK ?= rgb2infrared
 PROFILE ?= demo
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test test-all lint format data train tensorboard prior bench bench-adapt figure clean
+.PHONY: setup test test-all lint format data train prepare tensorboard prior bench bench-adapt figure clean
 
 # The pinned CPU build of torch goes first: an unpinned torch (pulled in by another package) would
 # download a multi-GB CUDA build. The stamp makes a re-run a no-op until pyproject.toml changes.
@@ -37,12 +37,25 @@ data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
 
 # PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/). PROFILE=paper: the
-# published recipe on real data (configs/<task>.yaml) with DATA=<root of the datasets> SD=<SD v1-4 folder>.
+# published recipe on real data (configs/<task>.yaml, docs/PAPER_RECIPES.md) with DATA=<root of the
+# datasets>, holding them under the reference's folder names Cityscapes/, DELIVER/, FMB/ and DSEC/
+# (DATA_SOURCE / DATA_TARGET override one root each), and SD=<local stable-diffusion-v1-4 folder>.
+# Make also reads these from the environment (export DATA=... SD=...). ARGS adds any CLI option.
 ifeq ($(PROFILE),demo)
 CONFIG := configs/demo/$(TASK).yaml
 else
 CONFIG := configs/$(TASK).yaml
 endif
+TARGET_FOLDER_rgb2depth := DELIVER
+TARGET_FOLDER_rgb2infrared := FMB
+TARGET_FOLDER_rgb2event := DSEC
+DATA_SOURCE ?= $(DATA)/Cityscapes
+DATA_TARGET ?= $(DATA)/$(TARGET_FOLDER_$(TASK))
+DATA_ARGS = --data.init_args.source_root=$(DATA_SOURCE) --data.init_args.target_root=$(DATA_TARGET)
+define check_paper_paths
+	@test -d "$(DATA_SOURCE)" || { echo "no Cityscapes folder '$(DATA_SOURCE)': set DATA=<datasets root> or DATA_SOURCE=<folder>"; exit 2; }
+	@test -d "$(DATA_TARGET)" || { echo "no target folder '$(DATA_TARGET)': set DATA=<datasets root> or DATA_TARGET=<folder>"; exit 2; }
+endef
 
 train: setup
 	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
@@ -50,7 +63,20 @@ ifeq ($(PROFILE),demo)
 	@test -f data/synthetic/synthetic.json || $(MAKE) data
 	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
 else
-	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+	$(check_paper_paths)
+	@test -d "$(SD)" || { echo "no Stable Diffusion folder SD='$(SD)': set SD=<local stable-diffusion-v1-4 folder>"; exit 2; }
+	$(BIN)/madm-pl fit -c $(CONFIG) --model.init_args.backbone=$(SD) $(DATA_ARGS) $(ARGS)
+endif
+
+# Checks the data trees, caches the RCS statistics, prints label histograms (madm-pl prepare).
+prepare: setup
+	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+ifeq ($(PROFILE),demo)
+	@test -f data/synthetic/synthetic.json || $(MAKE) data
+	$(BIN)/madm-pl prepare -c $(CONFIG) $(ARGS)
+else
+	$(check_paper_paths)
+	$(BIN)/madm-pl prepare -c $(CONFIG) $(DATA_ARGS) $(ARGS)
 endif
 
 tensorboard: setup

@@ -56,3 +56,30 @@ def folder_tree(tmp_path: Path) -> FakeTree:
     tree = write_image_folder(tmp_path / "mycam", [split_label((16, 32), 1, 2)])
     (tmp_path / "mycam_labels.yaml").write_text("1: road\n2: 7\n0: ignore\n")
     return tree
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic world (64x128, all three target modalities) shared by the training tests."""
+    from madm_pl.data.synthetic import main as make_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic") / "world"
+    make_synthetic(
+        [
+            "--out",
+            str(root),
+            "--height",
+            "64",
+            "--width",
+            "128",
+            "--source-train",
+            "8",
+            "--target-train",
+            "8",
+            "--target-test",
+            "5",
+            "--workers",
+            "1",
+        ]
+    )
+    return root

@@ -1,7 +1,8 @@
 """Command line: ``madm-pl``, ``python -m madm_pl`` and ``lightning`` (one LightningCLI).
 
 ``madm-pl fit -c configs/demo/rgb2infrared.yaml`` trains; ``validate``, ``test`` and ``predict`` take
-the same config plus ``--ckpt_path``; ``madm-pl prepare`` checks a data tree and caches the RCS statistics. lightning 2.6 installs only a ``fabric`` script, so this project
+the same config plus ``--ckpt_path``; ``madm-pl prepare`` checks a data tree and caches the RCS
+statistics. lightning 2.6 installs only a ``fabric`` script, so this project
 provides the ``lightning`` command users expect (``lightning fit -c ...``).
 """
 

@@ -55,11 +55,15 @@ class MADMModule(LightningModule):
     Args:
         task: ``rgb2depth``, ``rgb2infrared`` or ``rgb2event`` (sets classes and palette).
         num_classes: number of classes; linked from the data module by the CLI, checked against ``task``.
-        backbone: ``"tiny"``, ``"sd14-random"`` or a local folder in the diffusers layout (SD v1-4 or a prior).
+        backbone: ``"tiny"``, ``"sd14-random"`` or a local folder in the diffusers layout (SD v1-4, a
+            prior).
         noise_seed: seed of the fixed diffusion noise (reference: 42).
         unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
         compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
+        head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
+        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
+        head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
         head_activation_checkpointing: recompute the full-resolution head in backward.
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (supervised on
             labelled target training images; the data module must provide ``target_label``).
@@ -88,6 +92,9 @@ class MADMModule(LightningModule):
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
         head_embed_dim: int = 256,
+        head_projection_channels: int = 512,
+        head_decoded_channels: int = 128,
+        head_bottleneck_width: int = 128,
         head_activation_checkpointing: bool = False,
         mode: Mode = "madm",
         classmix: bool = True,
@@ -117,9 +124,14 @@ class MADMModule(LightningModule):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
 
-        self.backbone = DiffusionBackbone(
-            backbone, noise_seed=noise_seed, unet_gradient_checkpointing=unet_gradient_checkpointing
-        )
+        try:
+            self.backbone = DiffusionBackbone(
+                backbone, noise_seed=noise_seed, unet_gradient_checkpointing=unet_gradient_checkpointing
+            )
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"model.backbone={backbone!r}: {error}; set --model.init_args.backbone (make: SD=<folder>)"
+            ) from None
         conditioning = PromptConditioning(
             context_dim=self.backbone.context_dim,
             time_embed_dim=self.backbone.time_embed_dim,
@@ -129,6 +141,9 @@ class MADMModule(LightningModule):
             self.backbone.feature_channels,
             self.task.num_classes,
             embed_dim=head_embed_dim,
+            projection_channels=head_projection_channels,
+            decoded_projection_channels=head_decoded_channels,
+            bottleneck_width=head_bottleneck_width,
             activation_checkpointing=head_activation_checkpointing,
         )
         self.student = Student(conditioning, head)
@@ -148,9 +163,7 @@ class MADMModule(LightningModule):
             self.backbone.unet = torch.compile(self.backbone.unet)
             self._unet_compiled = True
 
-    def segment(
-        self, net: Student, image: torch.Tensor, timestep: int = 0
-    ) -> tuple[torch.Tensor, Any]:
+    def segment(self, net: Student, image: torch.Tensor, timestep: int = 0) -> tuple[torch.Tensor, Any]:
         """Logits of ``net`` (student or teacher) for images in [0,1].
 
         Args:
@@ -350,4 +363,3 @@ class MADMModule(LightningModule):
 
 def _floats(losses: dict[str, torch.Tensor]) -> str:
     return ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-

@@ -285,9 +285,10 @@ def test_sd14_architecture_has_sd14_parameter_counts():
     assert sum(parameter.numel() for parameter in vae.parameters()) == 83_653_863
 
 
+@pytest.mark.slow
 def test_sd14_random_taps_are_1280_640_320_at_strides_32_16_8():
-    # ~30 s and ~4 GB on 2 CPU cores (16 s of it initialising 944M random parameters): under the minute
-    # that would make it a slow test.
+    # 26 s alone on 2 CPU cores (16 s of it initialising 944M random parameters), ~1 min when the cores are
+    # shared, and ~4 GB of memory: slow. The parameter counts above check the architecture quickly.
     start = time.perf_counter()
     backbone = DiffusionBackbone("sd14-random")
     assert backbone.feature_channels == (1280, 640, 320)

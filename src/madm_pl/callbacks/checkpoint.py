@@ -16,7 +16,9 @@ class FiniteWeightsGuard(Callback):
     through an fsspec transaction, i.e. a temporary file moved into place).
     """
 
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         bad = [
             name
             for name, value in checkpoint["state_dict"].items()

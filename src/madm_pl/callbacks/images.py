@@ -36,7 +36,9 @@ def _to_rgb(name: str, value: torch.Tensor, palette: torch.Tensor) -> torch.Tens
     return colorize(value, palette.cpu().numpy())
 
 
-def training_grid(visuals: dict[str, torch.Tensor], palette: torch.Tensor, max_images: int = 4) -> torch.Tensor:
+def training_grid(
+    visuals: dict[str, torch.Tensor], palette: torch.Tensor, max_images: int = 4
+) -> torch.Tensor:
     """A grid of one training step: one row per sample, one column per available visual.
 
     Args:
@@ -48,7 +50,9 @@ def training_grid(visuals: dict[str, torch.Tensor], palette: torch.Tensor, max_i
     Returns:
         (3, rows*H, columns*W) uint8.
     """
-    columns = [_to_rgb(name, visuals[name][:max_images].cpu(), palette) for name in COLUMNS if name in visuals]
+    columns = [
+        _to_rgb(name, visuals[name][:max_images].cpu(), palette) for name in COLUMNS if name in visuals
+    ]
     rows = torch.cat(columns, dim=3)  # (B,3,H,columns*W)
     return torch.cat(list(rows), dim=1)
 

@@ -40,7 +40,9 @@ class PredictionWriter(BasePredictionWriter):
         (self.output_dir / "labels").mkdir(parents=True, exist_ok=True)
         (self.output_dir / "colour").mkdir(parents=True, exist_ok=True)
         palette = pl_module.task.palette
-        for label, name, size in zip(prediction["prediction"], prediction["name"], prediction["size"], strict=True):
+        for label, name, size in zip(
+            prediction["prediction"], prediction["name"], prediction["size"], strict=True
+        ):
             height, width = (int(v) for v in size)
             # Nearest resize back to the original image size: labels must stay class ids.
             label = F.interpolate(label[None, None].float(), size=(height, width), mode="nearest")[0, 0]

@@ -1,6 +1,7 @@
 """Data layer: readers, datasets in their real layouts, rare class sampling, transforms, datamodule."""
 
-from madm_pl.data.datamodule import CrossModalityDataModule, CrossModalityTrainDataset
+from typing import Any
+
 from madm_pl.data.datasets import (
     CityscapesDataset,
     DeliverDepthDataset,
@@ -31,3 +32,13 @@ __all__ = [
     "read_image",
     "read_label",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The datamodule imports Lightning (seconds): load it only when asked, so that `madm-pl-data`,
+    # which needs the synthetic world alone, starts fast.
+    if name in ("CrossModalityDataModule", "CrossModalityTrainDataset"):
+        from madm_pl.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'madm_pl.data' has no attribute {name!r}")

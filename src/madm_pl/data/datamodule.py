@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -433,7 +434,30 @@ class CrossModalityDataModule(LightningDataModule):
             if not self._has_test_split():
                 return []
             raise RuntimeError("call setup('validate') before val_dataloader()")
-        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+        return self._loader(
+            self.val_dataset, self.val_batch_size, shuffle=False, sampler=self._evaluation_sampler()
+        )
+
+    def _evaluation_sampler(self) -> UnrepeatedDistributedSampler | None:
+        """With several processes, process ``rank`` scores images ``rank, rank + world_size, ...``.
+
+        Every test image is scored exactly once, so the confusion matrix summed over the processes
+        equals the one-process matrix (SPEC section 6). Lightning's default evaluation sampler would
+        pad the split by repeating images when its size is not a multiple of the process count. The
+        processes may then run one batch more or less; that is safe in evaluation (no collective per
+        batch; DDP syncs buffers at most on the first one), but every process needs one image.
+        """
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        world_size = self.trainer.world_size
+        if len(self.val_dataset) < world_size:
+            raise ValueError(
+                f"the test split under data.target_root='{self.target_root}' has {len(self.val_dataset)} "
+                f"images for {world_size} processes; evaluate with fewer devices (trainer.devices)"
+            )
+        return UnrepeatedDistributedSampler(
+            self.val_dataset, num_replicas=world_size, rank=self.trainer.global_rank, shuffle=False
+        )
 
     def test_dataloader(self) -> DataLoader:
         """Same as ``val_dataloader``."""

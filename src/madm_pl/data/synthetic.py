@@ -30,8 +30,11 @@ layouts and label id spaces of the real datasets (SPEC section 1), so the real l
 - ``cityscapes/leftImg8bit/train/<city>/<city>_<seq>_000019_leftImg8bit.png`` and
   ``cityscapes/gtFine/train/<city>/<city>_<seq>_000019_gtFine_labelTrainIds.png`` (19 train ids);
 - ``deliver/depth/<cond>/{train,test}/MAP_<k>_point<m>/<id>_depth_front.png`` and
-  ``deliver/semantic/<cond>/test/MAP_<k>_point<m>/<id>_semantic_front.png`` (R = DELIVER id + 1, G = B = 0);
-- ``fmb/{train,test}/Infrared/<5 digits>.png`` and ``fmb/test/Label/<5 digits>.png`` (FMB ids 0..14);
+  ``deliver/semantic/<cond>/test/MAP_<k>_point<m>/<id>_semantic_front.png`` (R = DELIVER id + 1, G = B = 0;
+  void as "other"); the condition cycles over the five with the scene index and only names the folder:
+  depth does not see weather;
+- ``fmb/{train,test}/Infrared/<5 digits>.png`` and ``fmb/test/Label/<5 digits>.png`` (FMB ids 0..14; wall,
+  fence and void as 0 "unlabeled");
 - ``dsec/69mask_train_edges/zurich_city_XX_a/<6 digits>.png``, ``dsec/69mask_test_edges/<seq>/...`` and
   ``dsec/test_semantic_labels/<seq>/11classes/<6 digits>.png`` (11-class task ids).
 """
@@ -309,14 +312,19 @@ class _World:
             "param": np.asarray(self._param, np.float32).reshape(-1, 2),
         }
 
-    def _jitter(self, colours: Sequence | np.ndarray, amount: float = 0.06) -> np.ndarray:
+    def _jitter(self, colours: Sequence | np.ndarray, amount: float = 0.06) -> np.ndarray | list[float]:
         """Vary (n,3) or (3,) base colours per instance: overall brightness and a slight tint."""
+        if np.ndim(colours) == 1:  # one colour: plain floats, as numpy's overhead dominates at this size
+            draws = self.rng.random(4).tolist()
+            gain = 0.85 + 0.3 * draws[0]
+            return [
+                min(max(c * gain + (t - 0.5) * 3.4 * amount, 0.0), 1.0) for c, t in zip(colours, draws[1:])
+            ]
         colours = np.asarray(colours, np.float32)
-        draws = self.rng.random((*colours.shape[:-1], 4), dtype=np.float32)
-        gain = 0.85 + 0.3 * draws[..., :1]
-        tint = (draws[..., 1:] - 0.5) * np.float32(3.4 * amount)  # uniform with std ~ amount
-        varied = colours * gain + tint
-        return np.minimum(np.maximum(varied, 0.0, out=varied), 1.0, out=varied)
+        draws = self.rng.random((len(colours), 4), dtype=np.float32)
+        gain = 0.85 + 0.3 * draws[:, :1]
+        tint = (draws[:, 1:] - 0.5) * np.float32(3.4 * amount)  # uniform with std ~ amount
+        return np.clip(colours * gain + tint, 0.0, 1.0)
 
     # painting with a z-buffer
     def paint(
@@ -570,7 +578,8 @@ class _World:
         material_map = np.zeros(shape, np.int32)
         covered = np.zeros(shape, bool)
         for mask, cls, material in parts:
-            mask = np.broadcast_to(mask, shape)
+            if mask.shape != shape:
+                mask = np.broadcast_to(mask, shape)
             cls_map[mask] = cls
             material_map[mask] = material
             covered |= mask
@@ -619,7 +628,7 @@ class _World:
         if box is not None:
             self._paint_parts(box, z, self._human(box, 0.0, 0.0, height, PERSON, sitting=False))
 
-    def _paint_colour(self) -> np.ndarray:
+    def _paint_colour(self) -> list[float]:
         return self._jitter(_VEHICLE_PAINTS[self.rng.integers(len(_VEHICLE_PAINTS))], 0.03)
 
     def _vehicle_materials(self, running: bool) -> tuple[int, int, int, int, int]:
@@ -723,7 +732,7 @@ class _World:
     def _pole(self, x: float, z: float, towards_road: float) -> None:
         """A pole: plain, a street lamp, or carrying a traffic sign or a traffic light."""
         rng = self.rng
-        kind = ("plain", "lamp", "sign", "light")[_draw(rng, (0.3, 0.3, 0.28, 0.12))]
+        kind = ("plain", "lamp", "sign", "light")[_draw(rng, (0.25, 0.25, 0.32, 0.18))]
         height = rng.uniform(5.0, 9.0) if kind in ("plain", "lamp") else rng.uniform(2.8, 4.5)
         arm = rng.uniform(1.0, 2.0) if kind == "lamp" else 0.0
         housing_h = rng.uniform(0.8, 1.1) if kind == "light" else 0.0
@@ -742,7 +751,7 @@ class _World:
             lamp = self.add_material((0.9, 0.9, 0.8), _LAMP, 120.0, emission=(1.0, 0.85, 0.55))
             parts += [(arm_mask, POLE, metal), (head_mask, POLE, lamp)]
         elif kind == "sign":
-            size = rng.uniform(0.55, 0.9)
+            size = rng.uniform(0.6, 1.1)
             xs, ys = xp, ym - (height - size / 2)
             shape = rng.integers(3)
             if shape == 0:  # round
@@ -808,9 +817,14 @@ class _World:
         def any_side() -> float:
             return -1.0 if rng.random() < 0.5 else 1.0
 
+        def distance(low: float, high: float) -> float:
+            # Biased towards the camera, so that things are seldom only a few pixels tall (Cityscapes
+            # has ~7 % car and ~1 % person pixels).
+            return low + (high - low) * rng.random() ** 1.6
+
         lanes = np.arange(left + 1.7, right - 1.0, 3.3)
-        for _ in range(rng.integers(1, 8)):
-            z = rng.uniform(4.0, z_max)
+        for _ in range(rng.integers(2, 10)):
+            z = distance(4.0, z_max)
             if rng.random() < 0.55:  # parked at the kerb; parked engines are cold
                 self._car(
                     (left + 1.1) if rng.random() < 0.5 else (right - 1.1), z, running=rng.random() < 0.2
@@ -821,14 +835,14 @@ class _World:
             self._car_side(rng.uniform(-12.0, 12.0), self.street_end - rng.uniform(4.0, 8.0))
         if rng.random() < 0.3:
             self._big_vehicle(float(lanes[rng.integers(len(lanes))]), rng.uniform(10.0, max(z_max, 11.0)))
-        for _ in range(rng.integers(0, 7)):
+        for _ in range(rng.integers(1, 9)):
             if rng.random() < 0.8:
-                self._person(on_sidewalk(any_side()), rng.uniform(3.0, min(z_max, 50.0)))
+                self._person(on_sidewalk(any_side()), distance(3.0, min(z_max, 50.0)))
             else:  # crossing the road
-                self._person(rng.uniform(left, right), rng.uniform(6.0, min(z_max, 40.0)))
-        for _ in range(int(rng.random() < 0.4) + int(rng.random() < 0.1)):
+                self._person(rng.uniform(left, right), distance(6.0, min(z_max, 40.0)))
+        for _ in range(int(rng.random() < 0.5) + int(rng.random() < 0.15)):
             self._two_wheeler(
-                (left + 0.9) if rng.random() < 0.5 else (right - 0.9), rng.uniform(5.0, min(z_max, 40.0))
+                (left + 0.9) if rng.random() < 0.5 else (right - 0.9), distance(5.0, min(z_max, 40.0))
             )
         for side, kerb, facade in ((-1.0, left, self.facade_left), (1.0, right, self.facade_right)):
             z = rng.uniform(3.0, 12.0)

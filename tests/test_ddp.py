@@ -1,0 +1,77 @@
+"""Multi-process evaluation: 2 CPU processes (DDP, gloo) score the test split exactly as 1 process.
+
+Each test image must be counted once in the confusion matrix, which torchmetrics sums over the
+processes on ``compute`` (SPEC section 6: gather across ranks). Lightning's default sampler for
+evaluation pads the split by repeating images when its size is not a multiple of the number of
+processes; with 3 images on 2 processes it would count one image twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lightning.pytorch import Trainer
+
+from madm_pl.data import CrossModalityDataModule
+from madm_pl.module import MADMModule
+from tests.fake_trees import FakeTree, write_fmb
+
+SIZE = (64, 64)
+# FMB ids of the 9 rgb2infrared classes, three vertical stripes per image: every class is in exactly
+# one image, so counting any image twice changes the IoU of every class it predicts or holds.
+STRIPES = [(7, 3, 8), (14, 1, 2), (6, 9, 5)]  # sky building person | pole road sidewalk | vegetation car sign
+
+
+def striped_label(ids: tuple[int, int, int]) -> np.ndarray:
+    label = np.empty(SIZE, dtype=np.uint8)
+    for stripe, value in zip(np.array_split(np.arange(SIZE[1]), 3), ids, strict=True):
+        label[:, stripe] = value
+    return label
+
+
+def datamodule(cityscapes: FakeTree, fmb: FakeTree) -> CrossModalityDataModule:
+    return CrossModalityDataModule(
+        task="rgb2infrared",
+        source_root=str(cityscapes.root),
+        target_root=str(fmb.root),
+        source_resize=(32, 64),
+        crop_size=(32, 32),
+        target_resize=SIZE,
+        test_size=SIZE,
+        rcs=False,
+    )
+
+
+def test_scores(devices: int, module: MADMModule, data: CrossModalityDataModule) -> dict[str, float]:
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return trainer.test(module, datamodule=data, verbose=False)[0]
+
+
+test_scores.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # ddp_spawn/num_workers advice on CPU
+def test_two_processes_score_the_test_split_as_one(cityscapes_tree: FakeTree, tmp_path: Path) -> None:
+    fmb = write_fmb(tmp_path / "fmb", [striped_label(ids) for ids in STRIPES], train_count=1, size=SIZE)
+    module = MADMModule(
+        task="rgb2infrared",
+        backbone="tiny",
+        head_embed_dim=16,
+        head_projection_channels=32,
+        head_decoded_channels=32,
+        head_bottleneck_width=32,
+    )
+    one = test_scores(1, module, datamodule(cityscapes_tree, fmb))
+    two = test_scores(2, module, datamodule(cityscapes_tree, fmb))
+    assert "test/miou" in one
+    assert two == pytest.approx(one, abs=1e-6)
