@@ -79,6 +79,11 @@ else
 	$(BIN)/madm-pl prepare -c $(CONFIG) $(DATA_ARGS) $(ARGS)
 endif
 
+# Trains the tiny diffusion prior (the tiny preset's VAE and UNet, pretrained on the synthetic world's own
+# prior scenes, ~10 min on 2 CPU cores) into priors/tiny; the result is committed, so train needs no prior step.
+prior: setup
+	$(BIN)/python -m madm_pl.prior --out priors/tiny
+
 tensorboard: setup
 	$(BIN)/tensorboard --logdir runs
 

@@ -160,7 +160,9 @@ class MADMModule(LightningModule):
     # ----------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
         if self.hparams.compile_unet and not getattr(self, "_unet_compiled", False):
-            self.backbone.unet = torch.compile(self.backbone.unet)
+            # In place (nn.Module.compile): the state_dict keys stay those of an eager run, so a
+            # checkpoint loads with or without compile_unet (torch.compile's wrapper adds "_orig_mod.").
+            self.backbone.unet.compile()
             self._unet_compiled = True
 
     def segment(self, net: Student, image: torch.Tensor, timestep: int = 0) -> tuple[torch.Tensor, Any]:

@@ -1,0 +1,210 @@
+"""Peak memory and speed of the one-GPU paper recipe: eager versus a compiled UNet.
+
+The real ``MADMModule`` (all of SPEC section 4: EMA teacher with DPLG, source and mixed student passes,
+LPLR, ClassMix, strong augmentation) trains through a Lightning ``Trainer`` with the settings of
+``configs/rgb2*.yaml``: 512x512 crops, batch 1 x 2 accumulated micro-batches (effective batch 2),
+bf16-mixed, UNet gradient checkpointing, head activation checkpointing, paper-width head (embed 256,
+projections 512/128, width 128), gradient clipping 0.01, AdamW. The backbone is ``sd14-random`` (SD
+v1-4's architecture, random weights: the same memory and time as the real weights) and the data are
+random tensors, so nothing needs downloading:
+
+    python benchmarks/gpu_recipe.py                       # GPU: eager and compiled, 5 + 20 iterations
+    python benchmarks/gpu_recipe.py --json $OUT/recipe.json
+    python benchmarks/gpu_recipe.py --smoke               # CPU, tiny stack, 64x64, narrow head: seconds
+
+Per mode, the first ``--warmup`` iterations (compilation, cuDNN autotuning, AdamW state allocation) are
+not timed; then ``--steps`` iterations are. ``peak_allocated_gib`` is
+``torch.cuda.max_memory_allocated`` over the timed iterations (weights, gradients and optimiser state
+included: what must fit on the card), ``peak_reserved_gib`` what the caching allocator held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from madm_pl.labels import IGNORE_INDEX, get_task
+from madm_pl.module import MADMModule
+
+PAPER_HEAD = {
+    "head_embed_dim": 256,
+    "head_projection_channels": 512,
+    "head_decoded_channels": 128,
+    "head_bottleneck_width": 128,
+}
+SMOKE_HEAD = {
+    "head_embed_dim": 16,
+    "head_projection_channels": 32,
+    "head_decoded_channels": 32,
+    "head_bottleneck_width": 32,
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--smoke", action="store_true", help="CPU, tiny stack, 64x64, narrow head, eager only: a quick check"
+    )
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), help="default: both (smoke: eager)")
+    parser.add_argument("--task", default="rgb2infrared", help="sets the classes and the DPLG/LPLR defaults")
+    parser.add_argument("--warmup", type=int, help="untimed iterations per mode (default 5; smoke 1)")
+    parser.add_argument("--steps", type=int, help="timed iterations per mode (default 20; smoke 2)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    args.modes = args.modes or (["eager"] if args.smoke else ["eager", "compiled"])
+    args.warmup = (1 if args.smoke else 5) if args.warmup is None else args.warmup
+    args.steps = (2 if args.smoke else 20) if args.steps is None else args.steps
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be >= 1 (the first iteration allocates the AdamW state)")
+    return args
+
+
+class RandomPairs(Dataset):
+    """Training items of the datamodule's contract, random: images in [0,1], labels with some 255."""
+
+    def __init__(self, size: int, num_classes: int, length: int) -> None:
+        self.size, self.num_classes, self.length = size, num_classes, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(index)
+        shape = (self.size, self.size)
+        # blocky labels (8x8 cells) so that ClassMix masks and the LPLR palette images have structure
+        cells = torch.randint(0, self.num_classes + 1, (self.size // 8, self.size // 8), generator=generator)
+        label = cells.repeat_interleave(8, 0).repeat_interleave(8, 1)
+        label[label == self.num_classes] = IGNORE_INDEX
+        return {
+            "source_image": torch.rand(3, *shape, generator=generator),
+            "source_label": label,
+            "target_image": torch.rand(3, *shape, generator=generator),
+        }
+
+
+class IterationTimer(Callback):
+    """Times the iterations after ``warmup`` and resets the CUDA peak memory when timing starts."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.elapsed = 0.0
+        self.iterations = 0
+
+    def _sync(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # mid-iteration
+        if trainer.global_step == self.warmup:
+            self._sync(pl_module.device)
+            if pl_module.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._sync(pl_module.device)
+        if self.start is not None:
+            self.elapsed = time.perf_counter() - self.start
+            self.iterations = trainer.global_step - self.warmup
+
+
+def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> dict[str, Any]:
+    """Train ``warmup + steps`` iterations in one mode; return its row."""
+    size = 64 if args.smoke else 512
+    task = get_task(args.task)
+    with device:  # initialising 860M parameters on the GPU is much faster than on the CPU
+        module = MADMModule(
+            task=args.task,
+            backbone="tiny" if args.smoke else "sd14-random",
+            unet_gradient_checkpointing=True,
+            head_activation_checkpointing=True,
+            compile_unet=mode == "compiled",
+            **(SMOKE_HEAD if args.smoke else PAPER_HEAD),
+        )
+    timer = IterationTimer(args.warmup)
+    trainer = Trainer(
+        accelerator="cpu" if device.type == "cpu" else "gpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=args.warmup + args.steps,
+        accumulate_grad_batches=2,
+        gradient_clip_val=0.01,
+        gradient_clip_algorithm="norm",
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    batches = 2 * (args.warmup + args.steps)
+    loader = DataLoader(RandomPairs(size, task.num_classes, batches), batch_size=1)
+    trainer.fit(module, train_dataloaders=loader)
+    row = {
+        "mode": mode,
+        "iterations": timer.iterations,
+        "seconds_per_iteration": timer.elapsed / max(timer.iterations, 1),
+        "iterations_per_second": timer.iterations / timer.elapsed if timer.elapsed else 0.0,
+        "peak_allocated_gib": None,
+        "peak_reserved_gib": None,
+    }
+    if device.type == "cuda":
+        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        row["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+    del trainer, module
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the modes, print a markdown table, return (and optionally write) the rows."""
+    args = parse_args(argv)
+    device = torch.device("cpu" if args.smoke else "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU check)")
+    rows = [run_mode(args, mode, device) for mode in args.modes]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    size = 64 if args.smoke else 512
+    header = (
+        f"{'tiny' if args.smoke else 'sd14-random'}, {args.task}, {size}x{size}, batch 1 x 2 accumulated, "
+        f"bf16-mixed, UNet + head checkpointing, {name}, torch {torch.__version__}"
+    )
+    print(f"\n{header}\n")
+    print("| mode | iterations timed | s / iteration | iterations / s | peak allocated GiB | peak reserved GiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['mode']} | {row['iterations']} | {row['seconds_per_iteration']:.3f} | "
+            f"{row['iterations_per_second']:.3f} | {_gib(row['peak_allocated_gib'])} | "
+            f"{_gib(row['peak_reserved_gib'])} |"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"setup": header, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,580 @@
+"""Train the tiny diffusion prior: a VAE and UNet of the ``tiny`` preset's architecture (``make prior``).
+
+MADM's gains come from what the pretrained Stable Diffusion stack already knows: its VAE turns palette
+images into meaningful latents, its decoder turns the UNet output into a readable label image, its UNet
+features carry across modalities. The ``tiny`` preset has random weights, so CPU demos and benchmarks on it
+would measure noise. This module gives the tiny architecture a small pretraining of its own:
+
+1. **Pool.** Scenes of the synthetic world from their own split code
+   (``scene_seed_sequence(seed, SPLIT_PRIOR, modality, index)``, index < ``pool_size``), so no layout of a
+   source, target-train or target-test scene is ever seen. Each (modality, index) is its own scene,
+   rendered in that modality (rgb, depth, infrared, event; single channels repeated to 3). Their layouts
+   are also painted flat with the 11- and 9-class palettes of :mod:`madm_pl.labels` (ignore -> black),
+   as LPLR paints labels; labels are used only as pictures, never as supervision.
+2. **VAE** (``TINY_VAE_CONFIG``): random crops, half modality images and half palette paintings, L1
+   reconstruction plus an L1 term on image gradients (keeps the palette edges sharp) plus a small KL term.
+   Afterwards the latent scale is folded into ``quant_conv`` / ``post_quant_conv`` (an exact
+   reparametrisation, :func:`fold_latent_scale`), so that latents x SD's scaling factor 0.18215 have unit
+   standard deviation, as SD's do, without changing the preset's config.
+3. **UNet** (``TINY_UNET_CONFIG``): an epsilon-prediction denoiser on the frozen VAE's latents (modality
+   images and palette paintings, encoded once at the pool size, then random latent crops) with SD's DDPM
+   schedule (1000 steps, scaled_linear 0.00085-0.012), conditioned on the tiny text encoder's empty-prompt
+   embedding (the stack's ``uncond``).
+4. **Save** with :func:`~madm_pl.models.presets.save_stack` in the diffusers layout (plus ``TRAINING.json``),
+   written to a temporary sibling folder and renamed into place, so an interrupted run leaves no half prior.
+
+Same seed, same machine and thread count -> same weights (``torch.manual_seed`` for the initialisation, inside
+``fork_rng`` so the caller's RNG is untouched; an explicit generator for every draw).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from torch import Tensor
+from tqdm import tqdm
+
+from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
+from madm_pl.labels import CITYSCAPES_TO_9, CITYSCAPES_TO_11, IGNORE_INDEX, palette_for
+from madm_pl.labels import CLASSES_9 as _CLASSES_9
+from madm_pl.labels import CLASSES_11 as _CLASSES_11
+from madm_pl.models.presets import (
+    SD14_SCHEDULER_CONFIG,
+    TINY_UNET_CONFIG,
+    TINY_VAE_CONFIG,
+    build_tiny_text_encoder,
+    build_tiny_tokenizer,
+    empty_prompt_embedding,
+    save_stack,
+)
+
+#: First scene index of the held-out prior scenes (evaluation and tests): far past any training pool.
+HELDOUT_START = 100_000
+
+#: The two palettes LPLR paints with: (name, world (Cityscapes 19) id -> task id table, (C,3) uint8 colours).
+PALETTES: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (
+    ("11-class", CITYSCAPES_TO_11, palette_for(_CLASSES_11)),
+    ("9-class", CITYSCAPES_TO_9, palette_for(_CLASSES_9)),
+)
+
+
+@dataclass
+class PriorOptions:
+    """Everything that defines a prior (written to ``TRAINING.json``).
+
+    Attributes:
+        out: the prior folder to write (diffusers layout).
+        seed: seed of the pool, the initialisation and every random draw.
+        pool_size: scenes per modality in the training pool (indices ``[0, pool_size)`` of ``SPLIT_PRIOR``).
+        height, width: render size of the pool scenes (the demo data's 128x256).
+        size: side of the square image crops the VAE trains on (multiple of 8).
+        unet_size: side of the square image crops (in pixels; latents are /8) the UNet trains on
+            (multiple of 64: the tiny UNet downsamples the latent 3 times).
+        steps_vae, steps_unet: optimiser steps.
+        batch_vae, batch_unet: crops per step.
+        lr_vae, lr_unet: peak AdamW learning rates (linear warm-up, cosine decay to 10 %).
+        edge_weight: weight of the L1 term on image gradients.
+        kl_weight: weight of the KL term (per latent element).
+        unet_pool_fraction: share of the pool (modality images and as many palette paintings) encoded
+            for the UNet's training set.
+    """
+
+    out: str = "priors/tiny"
+    seed: int = 0
+    pool_size: int = 256
+    height: int = 128
+    width: int = 256
+    size: int = 64
+    unet_size: int = 128
+    steps_vae: int = 360
+    steps_unet: int = 240
+    batch_vae: int = 16
+    batch_unet: int = 32
+    lr_vae: float = 2e-3
+    lr_unet: float = 1e-3
+    edge_weight: float = 0.5
+    kl_weight: float = 1e-5
+    unet_pool_fraction: float = 0.5
+
+
+# ------------------------------------------------------------------------------------------------ pool
+def render_pool(
+    seed: int, count: int, height: int, width: int, start: int = 0, progress: bool = True
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Render ``count`` prior scenes per modality (indices ``[start, start + count)`` of ``SPLIT_PRIOR``).
+
+    Args:
+        seed: base seed of the synthetic world.
+        count: scenes per modality.
+        height, width: render size.
+        start: first scene index (:data:`HELDOUT_START` for held-out scenes).
+        progress: show a tqdm bar.
+
+    Returns:
+        images: modality -> (count,3,H,W) uint8 (single-channel modalities repeated to 3 channels).
+        layouts: (4·count,H,W) uint8 world ids (Cityscapes 19 train ids, 255 void) of all those scenes,
+            modality-major.
+    """
+    images: dict[str, list[np.ndarray]] = {modality: [] for modality in MODALITIES}
+    layouts = []
+    jobs = [(modality, index) for modality in MODALITIES for index in range(start, start + count)]
+    for modality, index in tqdm(jobs, desc="prior pool", unit="scene", file=sys.stderr, disable=not progress):
+        scene = render_scene(scene_seed_sequence(seed, SPLIT_PRIOR, modality, index), height, width)
+        image = render_modality(scene, modality)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        images[modality].append(image.transpose(2, 0, 1))
+        layouts.append(scene.layout)
+    pool = {modality: torch.from_numpy(np.stack(stack)) for modality, stack in images.items()}
+    return pool, torch.from_numpy(np.stack(layouts))
+
+
+def palette_tables(
+    permute: bool = False, generator: torch.Generator | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """Per palette: a world id -> task id table and a task id -> colour table (ignore and unused ids black).
+
+    Args:
+        permute: shuffle which class gets which colour of the palette (augmentation: flat regions of every
+            colour next to every other).
+        generator: for ``permute``.
+
+    Returns:
+        [(id_table (256,) int64, colour_table (256,3) uint8)] for the 11- and 9-class palettes.
+    """
+    tables = []
+    for _, world_to_task, palette in PALETTES:
+        id_table = torch.from_numpy(world_to_task.astype(np.int64)).clamp(min=0)  # UNMAPPED never occurs
+        id_table[IGNORE_INDEX] = IGNORE_INDEX
+        colours = torch.from_numpy(palette)
+        if permute:
+            colours = colours[torch.randperm(len(colours), generator=generator)]
+        colour_table = torch.zeros(256, 3, dtype=torch.uint8)
+        colour_table[: len(colours)] = colours
+        tables.append((id_table, colour_table))
+    return tables
+
+
+def paint_layout(layout: Tensor, id_table: Tensor, colour_table: Tensor) -> Tensor:
+    """Paint world layouts flat with a palette, as LPLR paints labels (ignore -> black).
+
+    Args:
+        layout: (B,H,W) uint8 world ids.
+        id_table: (256,) int64 world id -> task id (255 ignore).
+        colour_table: (256,3) uint8 task id -> RGB.
+
+    Returns:
+        (B,3,H,W) uint8.
+    """
+    return colour_table[id_table[layout.long()]].permute(0, 3, 1, 2)
+
+
+def to_unit_range(image: Tensor) -> Tensor:
+    """(B,3,H,W) uint8 -> float32 in [-1,1] (the VAE's input range)."""
+    return image.float() / 127.5 - 1.0
+
+
+def _crop_offsets(count: int, height: int, width: int, size: tuple[int, int], generator: torch.Generator):
+    top = torch.randint(0, height - size[0] + 1, (count,), generator=generator).tolist()
+    left = torch.randint(0, width - size[1] + 1, (count,), generator=generator).tolist()
+    flip = (torch.rand(count, generator=generator) < 0.5).tolist()
+    return top, left, flip
+
+
+def sample_vae_batch(
+    images: Tensor, layouts: Tensor, batch_size: int, size: int, generator: torch.Generator
+) -> Tensor:
+    """A VAE training batch: random flipped crops, the first half modality images, the rest palette paintings.
+
+    Args:
+        images: (N,3,H,W) uint8, the pool's modality images (all modalities).
+        layouts: (M,H,W) uint8 world ids.
+        batch_size: crops in the batch.
+        size: crop side.
+        generator: every draw.
+
+    Returns:
+        (batch_size,3,size,size) float32 in [-1,1].
+    """
+    height, width = images.shape[-2:]
+    num_images = batch_size // 2
+    num_paintings = batch_size - num_images
+    crops = []
+    picks = torch.randint(0, len(images), (num_images,), generator=generator).tolist()
+    for index, top, left, flip in zip(
+        picks, *_crop_offsets(num_images, height, width, (size, size), generator)
+    ):
+        crop = images[index, :, top : top + size, left : left + size]
+        crops.append(crop.flip(-1) if flip else crop)
+    picks = torch.randint(0, len(layouts), (num_paintings,), generator=generator).tolist()
+    palettes = torch.randint(0, len(PALETTES), (num_paintings,), generator=generator).tolist()
+    permutes = (torch.rand(num_paintings, generator=generator) < 0.5).tolist()
+    offsets = _crop_offsets(num_paintings, height, width, (size, size), generator)
+    for index, palette, permute, top, left, flip in zip(picks, palettes, permutes, *offsets):
+        id_table, colour_table = palette_tables(permute, generator)[palette]
+        crop = paint_layout(
+            layouts[index : index + 1, top : top + size, left : left + size], id_table, colour_table
+        )
+        crops.append(crop[0].flip(-1) if flip else crop[0])
+    return to_unit_range(torch.stack(crops))
+
+
+def paint_pool(layouts: Tensor, generator: torch.Generator) -> Tensor:
+    """Paint each layout with one of the two palettes (drawn), true colours (no permutation).
+
+    Args:
+        layouts: (M,H,W) uint8 world ids.
+        generator: draws the palette of each layout.
+
+    Returns:
+        (M,3,H,W) uint8.
+    """
+    tables = palette_tables()
+    choice = torch.randint(0, len(tables), (len(layouts),), generator=generator)
+    paintings = torch.empty(len(layouts), 3, *layouts.shape[-2:], dtype=torch.uint8)
+    for palette, (id_table, colour_table) in enumerate(tables):
+        chosen = choice == palette
+        if chosen.any():
+            paintings[chosen] = paint_layout(layouts[chosen], id_table, colour_table)
+    return paintings
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def gradient_l1(reconstruction: Tensor, image: Tensor) -> Tensor:
+    """Mean L1 distance between horizontal and vertical finite differences (edge sharpness).
+
+    Args:
+        reconstruction, image: (B,3,H,W) float.
+
+    Returns:
+        Scalar float.
+    """
+    dx = (reconstruction.diff(dim=-1) - image.diff(dim=-1)).abs().mean()
+    dy = (reconstruction.diff(dim=-2) - image.diff(dim=-2)).abs().mean()
+    return 0.5 * (dx + dy)
+
+
+def lr_factor(step: int, total: int, warmup: int = 20) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to 0.1 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def fold_latent_scale(vae: AutoencoderKL, scale: float) -> None:
+    """Multiply the VAE's latent by ``scale`` without changing what it reconstructs (in place).
+
+    ``quant_conv`` gives the posterior moments (mean, log-variance): its mean rows are scaled by ``scale``
+    and the log-variance bias shifted by ``2 ln scale``; ``post_quant_conv``'s input weights are divided by
+    ``scale``, so ``decode(scale · z)`` equals the old ``decode(z)`` exactly (up to rounding).
+
+    Args:
+        vae: an ``AutoencoderKL`` with ``quant_conv`` and ``post_quant_conv`` (diffusers' default).
+        scale: > 0.
+    """
+    if scale <= 0:
+        raise ValueError(f"fold_latent_scale: scale must be positive, got {scale}")
+    channels = vae.config.latent_channels
+    vae.quant_conv.weight[:channels] *= scale
+    vae.quant_conv.bias[:channels] *= scale
+    vae.quant_conv.bias[channels:] += 2.0 * math.log(scale)
+    vae.post_quant_conv.weight /= scale
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_vae(
+    vae: AutoencoderKL, images: Tensor, layouts: Tensor, options: PriorOptions, generator: torch.Generator
+) -> dict[str, float]:
+    """Train the VAE on reconstruction (L1 + gradient L1) plus a small KL term.
+
+    Args:
+        vae: the model, trained in place.
+        images: (N,3,H,W) uint8 modality images.
+        layouts: (M,H,W) uint8 world ids.
+        options: steps, batch, crop size, learning rate, loss weights.
+        generator: every draw (crops, palettes, posterior samples).
+
+    Returns:
+        Mean losses over the last 10 % of the steps: ``l1``, ``edge``, ``kl``, ``total``.
+    """
+    vae.train()
+    # fused: one kernel for all parameters; the per-tensor loop costs ~0.2 s a step on 2 cores.
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=options.lr_vae, weight_decay=0.0, fused=True)
+    history: list[list[float]] = []
+    for step in tqdm(range(options.steps_vae), desc="prior VAE", unit="step", file=sys.stderr):
+        for group in optimizer.param_groups:
+            group["lr"] = options.lr_vae * lr_factor(step, options.steps_vae)
+        batch = sample_vae_batch(images, layouts, options.batch_vae, options.size, generator)
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        l1 = (reconstruction - batch).abs().mean()
+        edge = gradient_l1(reconstruction, batch)
+        kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
+        loss = l1 + options.edge_weight * edge + options.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append([l1.item(), edge.item(), kl.item(), loss.item()])
+    vae.eval()
+    return _tail_means(history, ("l1", "edge", "kl", "total"))
+
+
+@torch.no_grad()
+def encode_mean(vae: AutoencoderKL, images: Tensor, batch_size: int = 16) -> Tensor:
+    """Posterior means of uint8 images, unscaled.
+
+    Args:
+        images: (N,3,H,W) uint8.
+
+    Returns:
+        (N,4,H/8,W/8) float32.
+    """
+    return torch.cat(
+        [
+            vae.encode(to_unit_range(images[i : i + batch_size])).latent_dist.mean
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def train_unet(
+    unet: UNet2DConditionModel,
+    latents: Tensor,
+    uncond: Tensor,
+    scheduler: DDPMScheduler,
+    options: PriorOptions,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Train the UNet as an epsilon-prediction denoiser on random crops of scaled latents.
+
+    Args:
+        unet: the model, trained in place.
+        latents: (N,4,h,w) float32, SD's scale (unit standard deviation).
+        uncond: (1,77,D) float32, the empty-prompt embedding (the only conditioning).
+        scheduler: SD's DDPM schedule (``add_noise``).
+        options: steps, batch, crop size, learning rate.
+        generator: every draw (crops, timesteps, noise).
+
+    Returns:
+        Mean epsilon MSE over the last 10 % of the steps: ``mse``.
+    """
+    unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr_unet, weight_decay=0.01, fused=True)
+    crop = options.unet_size // 8
+    height, width = latents.shape[-2:]
+    context = uncond.expand(options.batch_unet, -1, -1)
+    history: list[list[float]] = []
+    for step in tqdm(range(options.steps_unet), desc="prior UNet", unit="step", file=sys.stderr):
+        for group in optimizer.param_groups:
+            group["lr"] = options.lr_unet * lr_factor(step, options.steps_unet)
+        picks = torch.randint(0, len(latents), (options.batch_unet,), generator=generator).tolist()
+        top, left, _ = _crop_offsets(options.batch_unet, height, width, (crop, crop), generator)
+        clean = torch.stack([latents[i, :, y : y + crop, x : x + crop] for i, y, x in zip(picks, top, left)])
+        noise = torch.randn(clean.shape, generator=generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),), generator=generator)
+        prediction = unet(scheduler.add_noise(clean, noise, timesteps), timesteps, context).sample
+        loss = torch.nn.functional.mse_loss(prediction, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item()])
+    unet.eval()
+    return _tail_means(history, ("mse",))
+
+
+def _tail_means(history: list[list[float]], names: Sequence[str]) -> dict[str, float]:
+    tail = np.asarray(history[-max(1, len(history) // 10) :]) if history else np.full((1, len(names)), np.nan)
+    return {name: float(value) for name, value in zip(names, tail.mean(axis=0))}
+
+
+def _validate(options: PriorOptions) -> None:
+    if options.pool_size < 1 or options.pool_size > HELDOUT_START:
+        raise ValueError(
+            f"--pool-size must lie in [1, {HELDOUT_START}] (held-out scenes start there), "
+            f"got {options.pool_size}"
+        )
+    if options.size % 8 or not 8 <= options.size <= min(options.height, options.width):
+        raise ValueError(
+            f"--size {options.size} must be a multiple of 8 and fit in the "
+            f"{options.height}x{options.width} pool"
+        )
+    if options.unet_size % 64 or not 64 <= options.unet_size <= min(options.height, options.width):
+        raise ValueError(
+            f"--unet-size {options.unet_size} must be a multiple of 64 (VAE stride 8 x 3 UNet downsamplings) "
+            f"and fit in the {options.height}x{options.width} pool"
+        )
+    if options.height % 8 or options.width % 8:
+        raise ValueError(f"--height/--width must be multiples of 8, got {options.height}x{options.width}")
+    for name in ("steps_vae", "steps_unet"):
+        if getattr(options, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    for name in ("batch_vae", "batch_unet"):
+        if getattr(options, name) < 2:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 2 (half images, half palette paintings)")
+
+
+def train_prior(options: PriorOptions, progress: bool = True) -> Path:
+    """Train the tiny prior and write it to ``options.out`` (atomically: temporary folder, then rename).
+
+    Args:
+        options: see :class:`PriorOptions`.
+        progress: show the pool's tqdm bar (the training bars always show).
+
+    Returns:
+        The prior folder.
+
+    Raises:
+        ValueError: an option is out of range (the message names it).
+    """
+    _validate(options)
+    start_time = time.perf_counter()
+    times: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(options.seed)
+
+    pool, layouts = render_pool(
+        options.seed, options.pool_size, options.height, options.width, progress=progress
+    )
+    images = torch.cat([pool[modality] for modality in MODALITIES])
+    times["render_s"] = time.perf_counter() - start_time
+
+    # The initialisations come from the seed; the caller's global RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        vae = AutoencoderKL(**TINY_VAE_CONFIG)
+        unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
+    scheduler = DDPMScheduler(**SD14_SCHEDULER_CONFIG)
+    tokenizer, text_encoder = build_tiny_tokenizer(), build_tiny_text_encoder()
+    uncond = empty_prompt_embedding(tokenizer, text_encoder)
+
+    mark = time.perf_counter()
+    vae_losses = train_vae(vae, images, layouts, options, generator)
+    vae.requires_grad_(False)
+    times["vae_s"] = time.perf_counter() - mark
+
+    # The UNet's set: a share of the modality images (every modality alike) and as many palette paintings.
+    mark = time.perf_counter()
+    per_modality = max(1, round(options.pool_size * options.unet_pool_fraction))
+    unet_images = torch.cat([pool[modality][:per_modality] for modality in MODALITIES])
+    unet_layouts = layouts[torch.randperm(len(layouts), generator=generator)[: len(unet_images)]]
+    latents = encode_mean(vae, torch.cat([unet_images, paint_pool(unet_layouts, generator)]))
+    # Fold the scale so that latents x 0.18215 (SD's factor, kept in the config) have unit std, as SD's.
+    scaling_factor = vae.config.scaling_factor
+    latent_scale = 1.0 / (scaling_factor * latents.std().item())
+    fold_latent_scale(vae, latent_scale)
+    latents = latents * latent_scale * scaling_factor
+    times["encode_s"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    unet_losses = train_unet(unet, latents, uncond, scheduler, options, generator)
+    times["unet_s"] = time.perf_counter() - mark
+    times["total_s"] = time.perf_counter() - start_time
+
+    record = {
+        "options": asdict(options),
+        "pool": {
+            "split_code": SPLIT_PRIOR,
+            "scene_indices": [0, options.pool_size],
+            "modalities": list(MODALITIES),
+            "palettes": [name for name, _, _ in PALETTES],
+            "unet_latents": len(latents),
+        },
+        "latent_scale_folded": latent_scale,
+        "times": {name: round(value, 1) for name, value in times.items()},
+        "final_losses": {"vae": vae_losses, "unet": unet_losses},
+        "parameters": {
+            "vae": sum(p.numel() for p in vae.parameters()),
+            "unet": sum(p.numel() for p in unet.parameters()),
+        },
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
+    }
+    return write_prior(
+        options.out,
+        record,
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+    )
+
+
+def write_prior(path: str | os.PathLike, record: dict, **parts) -> Path:
+    """Write a stack folder plus ``TRAINING.json`` atomically: into a temporary sibling, then renamed.
+
+    An existing folder at ``path`` is replaced only once the new one is complete.
+
+    Args:
+        path: the destination folder.
+        record: written as ``TRAINING.json``.
+        **parts: ``vae``, ``unet``, ``scheduler``, ``tokenizer``, ``text_encoder`` for ``save_stack``.
+
+    Returns:
+        The destination folder.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        save_stack(staging, **parts)
+        (staging / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+        staging.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry ``python -m madm_pl.prior``: train the tiny prior (see the module docstring)."""
+    defaults = PriorOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m madm_pl.prior",
+        description="Train the tiny diffusion prior (VAE + UNet of the tiny preset) on the synthetic world.",
+    )
+    parser.add_argument("--out", default=defaults.out, help=f"prior folder to write (default {defaults.out})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default {defaults.seed})")
+    parser.add_argument("--steps-vae", type=int, default=defaults.steps_vae, help="VAE optimiser steps")
+    parser.add_argument("--steps-unet", type=int, default=defaults.steps_unet, help="UNet optimiser steps")
+    parser.add_argument("--pool-size", type=int, default=defaults.pool_size, help="prior scenes per modality")
+    parser.add_argument("--size", type=int, default=defaults.size, help="VAE training crop side (pixels)")
+    parser.add_argument(
+        "--unet-size",
+        type=int,
+        default=defaults.unet_size,
+        help="UNet training crop side (pixels, latents /8)",
+    )
+    parser.add_argument("--batch-vae", type=int, default=defaults.batch_vae, help="VAE crops per step")
+    parser.add_argument("--batch-unet", type=int, default=defaults.batch_unet, help="UNet crops per step")
+    parser.add_argument("--height", type=int, default=defaults.height, help="pool render height")
+    parser.add_argument("--width", type=int, default=defaults.width, help="pool render width")
+    args = parser.parse_args(argv)
+    options = PriorOptions(**{key: value for key, value in vars(args).items()})
+    try:
+        out = train_prior(options)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"wrote the tiny diffusion prior to {out}")
+    return 0

@@ -1,0 +1,75 @@
+"""A figure of what a trained model does: target image, pseudo-label, prediction, ground truth.
+
+``python -m madm_pl.visualize --ckpt runs/demo/rgb2infrared/checkpoints/last.ckpt --out docs/figures/x.png``
+(``make figure TASK=rgb2infrared`` after ``make train``). Rows are target test images; the pseudo-label
+is the EMA teacher's argmax on the clean image (what DPLG converges to at t = 0), the prediction is the
+student's (SPEC section 4.7), labels are drawn in the task's palette, ignored pixels black.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from madm_pl.data import CrossModalityDataModule
+from madm_pl.labels import colorize
+from madm_pl.module import MADMModule
+
+
+@torch.no_grad()
+def figure_rows(module: MADMModule, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    """One row per image: image | pseudo-label | prediction | ground truth.
+
+    Args:
+        module: a trained module (eval mode is set here).
+        batch: ``{"image": (B,3,H,W) in [0,1], "label": (B,H,W) int64}`` target test images.
+
+    Returns:
+        (B*H, 4*W, 3) uint8.
+    """
+    module.eval()
+    image = batch["image"]
+    teacher = module.teacher if module.teacher is not None else module.student
+    pseudo_label = module.segment(teacher, image)[0].argmax(1)
+    prediction = module(image).argmax(1)
+    palette = module.task.palette
+    columns = [
+        (image.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8),
+        colorize(pseudo_label.numpy(), palette),
+        colorize(prediction.numpy(), palette),
+        colorize(batch["label"].numpy(), palette),
+    ]
+    rows = np.concatenate(columns, axis=2)  # (B,H,4W,3)
+    return rows.reshape(-1, *rows.shape[2:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m madm_pl.visualize", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by madm-pl fit")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--images", type=int, default=4, help="number of target test images (rows)")
+    args = parser.parse_args(argv)
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        parser.error(f"--ckpt {ckpt} does not exist: train first (make train) or pass a checkpoint path")
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data_hparams = checkpoint.get("datamodule_hyper_parameters")
+    if not data_hparams:
+        parser.error(f"--ckpt {ckpt} holds no data module settings; it was not written by madm-pl fit")
+    module = MADMModule.load_from_checkpoint(ckpt, map_location="cpu")
+    data = CrossModalityDataModule(**{**data_hparams, "val_batch_size": args.images, "num_workers": 0})
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    rows = figure_rows(module, batch)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rows).save(out)
+    print(f"wrote {out}: rows = target test images; columns = image, pseudo-label, prediction, ground truth")
+
+
+if __name__ == "__main__":
+    main()
