@@ -26,8 +26,8 @@ test-all: setup
 	$(BIN)/python -m pytest -q -m ''
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: setup
 	$(BIN)/ruff check --fix src tests
@@ -83,6 +83,15 @@ endif
 # prior scenes, ~10 min on 2 CPU cores) into priors/tiny; the result is committed, so train needs no prior step.
 prior: setup
 	$(BIN)/python -m madm_pl.prior --out priors/tiny
+
+# The cost of one training step against its floor (BENCHMARKS.md); needs the synthetic world.
+bench: setup
+	@test -f data/synthetic/synthetic.json || $(MAKE) data
+	$(BIN)/python benchmarks/step_cost.py --out BENCHMARKS_step_cost.md
+
+# The README figure: target image, pseudo-label, prediction, ground truth of the trained demo.
+figure: setup
+	$(BIN)/python -m madm_pl.visualize --ckpt runs/demo/$(TASK)/checkpoints/last.ckpt --out docs/figures/demo_$(TASK).png
 
 tensorboard: setup
 	$(BIN)/tensorboard --logdir runs

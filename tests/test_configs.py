@@ -145,7 +145,9 @@ def test_placeholders_fail_naming_the_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"model\.backbone='path/to/stable-diffusion-v1-4'.*vae/"):
         main(["fit", "-c", config, "--trainer.accelerator=cpu", *run])
     tiny = ["--model.init_args.backbone=tiny", "--model.init_args.head_embed_dim=16"]
-    with pytest.raises(FileNotFoundError, match=r"data\.source_root='path/to/Cityscapes'.*fix data\.source_root"):
+    with pytest.raises(
+        FileNotFoundError, match=r"data\.source_root='path/to/Cityscapes'.*fix data\.source_root"
+    ):
         main(["fit", "-c", config, "--trainer.accelerator=cpu", *run, *tiny])
 
 
@@ -205,7 +207,7 @@ def test_infrared_recipe_iterations_validation_and_test_from_checkpoint(
     caplog.clear()
     main(["test", "-c", config, *overrides, f"--ckpt_path={checkpoint}"])
     [(title, rows)] = iou_tables(caplog.text)
-    assert title.startswith("test after iteration") and title.endswith("(rgb2infrared)")
+    assert title == "test after iteration 1 (rgb2infrared)"  # the checkpoint's iteration
     assert rows == REFERENCE_CLASSES["rgb2infrared"].split()  # the paper's class order
 
 
@@ -238,7 +240,10 @@ def test_example_label_map_maps_cityscapes_label_ids() -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_custom_modality_config(
-    monkeypatch: pytest.MonkeyPatch, cityscapes_tree: FakeTree, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
+    cityscapes_tree: FakeTree,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = str(REPO / "configs" / "custom_modality.yaml")
     with monkeypatch.context() as patch:
@@ -251,7 +256,15 @@ def test_custom_modality_config(
     folder = write_image_folder(tmp_path / "camera", labels, train_count=2)
     caplog.set_level(logging.INFO)
     overrides = cpu_overrides(tmp_path, cityscapes_tree, folder)
-    main(["fit", "-c", config, *overrides, f"--data.init_args.label_map={REPO / data.label_map}",
-          "--trainer.fast_dev_run=1"])
+    main(
+        [
+            "fit",
+            "-c",
+            config,
+            *overrides,
+            f"--data.init_args.label_map={REPO / data.label_map}",
+            "--trainer.fast_dev_run=1",
+        ]
+    )
     [(title, rows)] = iou_tables(caplog.text)
     assert title.startswith("val after iteration 1") and len(rows) == 9

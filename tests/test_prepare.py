@@ -142,12 +142,28 @@ def test_folder_kind_with_label_map(
 
 
 @pytest.mark.filterwarnings("ignore::madm_pl.prepare.DatasetSizeWarning")
-def test_rcs_temperature_and_min_pixels(tmp_path: Path, capsys: pytest.CaptureFixture, fmb_tree: FakeTree) -> None:
+def test_rcs_temperature_and_min_pixels(
+    tmp_path: Path, capsys: pytest.CaptureFixture, fmb_tree: FakeTree
+) -> None:
     # road 3/4, car 1/4 of the pixels: P(car) = 1 / (1 + exp(-0.5 / T)); images: 1536 road + 512 car px
     source = write_cityscapes(tmp_path / "cs", [split_label((32, 64), 0, 13, column=48)] * 2)
-    main(["--data.task=rgb2infrared", *roots(source, fmb_tree), "--data.rcs_temperature=1", "--data.rcs_min_pixels=100"])
+    main(
+        [
+            "--data.task=rgb2infrared",
+            *roots(source, fmb_tree),
+            "--data.rcs_temperature=1",
+            "--data.rcs_min_pixels=100",
+        ]
+    )
     assert row(capsys.readouterr().out, "car")[:2] == ["1,024", f"{100 / (1 + np.exp(-0.5)):.2f}"]
-    main(["--data.task=rgb2infrared", *roots(source, fmb_tree), "--data.rcs_temperature=0.01", "--data.rcs_min_pixels=100"])
+    main(
+        [
+            "--data.task=rgb2infrared",
+            *roots(source, fmb_tree),
+            "--data.rcs_temperature=0.01",
+            "--data.rcs_min_pixels=100",
+        ]
+    )
     assert row(capsys.readouterr().out, "car")[:2] == ["1,024", "100.00"]
     # min pixels: car (512 px per image) is no candidate above 600 px, road (1536) is
     with pytest.warns(UserWarning, match="never drawn"):
@@ -155,9 +171,9 @@ def test_rcs_temperature_and_min_pixels(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert row(out, "car") == ["1,024", "0.00", "0"]
     assert row(out, "road") == ["3,072", "100.00", "2"]
-    with pytest.raises(SystemExit, match="data.rcs_min_pixels"):
+    with pytest.raises(SystemExit, match=r"data\.rcs_min_pixels"):
         main(["--data.task=rgb2infrared", *roots(source, fmb_tree), "--data.rcs_min_pixels=2000"])
-    with pytest.raises(SystemExit, match="data.rcs_temperature must be > 0"):
+    with pytest.raises(SystemExit, match=r"data\.rcs_temperature must be > 0"):
         main(["--data.task=rgb2infrared", *roots(source, fmb_tree), "--data.rcs_temperature=0"])
 
 
@@ -168,7 +184,13 @@ def test_missing_folders_name_their_paths(cityscapes_tree: FakeTree, tmp_path: P
     (fmb.root / "test" / "Label").rmdir()
     missing_source = tmp_path / "no_cityscapes"
     with pytest.raises(SystemExit) as error:
-        main(["--data.task=rgb2infrared", f"--data.source_root={missing_source}", f"--data.target_root={fmb.root}"])
+        main(
+            [
+                "--data.task=rgb2infrared",
+                f"--data.source_root={missing_source}",
+                f"--data.target_root={fmb.root}",
+            ]
+        )
     message = str(error.value)
     # both problems at once, each with its path and option
     assert f"data.source_root='{missing_source}'" in message
@@ -182,5 +204,5 @@ def test_required_options_and_bad_values(capsys: pytest.CaptureFixture, tmp_path
     with pytest.raises(SystemExit):
         main(["-c", str(tmp_path / "nope.yaml")])
     assert "fix -c/--config" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="data.task"):
+    with pytest.raises(SystemExit, match=r"data\.task"):
         main(["--data.task=rgb2sonar", "--data.source_root=/a", "--data.target_root=/b"])

@@ -156,6 +156,7 @@ class MADMModule(LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
         # Filled at the end of validate/test for the IoU-table callback: {"miou": float, "iou": Tensor}.
         self.last_scores: dict[str, Any] = {}
+        self._checkpoint_iteration = 0
 
     # ----------------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -195,13 +196,14 @@ class MADMModule(LightningModule):
         return self.trainer.global_step
 
     def _generator(self, batch_idx: int) -> torch.Generator:
-        """The random stream of one micro-batch, derived from (seed, iteration, micro-batch).
+        """The random stream of one micro-batch, derived from (seed, iteration, micro-batch, rank).
 
         Deriving every stream from the step makes a resumed run draw exactly what an uninterrupted run
         draws, whatever happened to the global RNG in between (SPEC: 3 + resume + 3 steps = 6 steps).
         """
         micro = batch_idx % self.trainer.accumulate_grad_batches
-        seed = (self.hparams.seed * 1_000_003 + self.iteration) * 16 + micro
+        # Each process draws its own stream, as the reference seeds 42 + rank on each GPU.
+        seed = ((self.hparams.seed * 1_000_003 + self.iteration) * 16 + micro) * 64 + self.global_rank
         torch.manual_seed(seed)  # dropout in the head and BN-free layers draws from the global stream
         return torch.Generator().manual_seed(seed)
 
@@ -324,7 +326,13 @@ class MADMModule(LightningModule):
         for name, value in zip(self.task.classes, iou.tolist(), strict=True):
             if not math.isnan(value):
                 self.log(f"{stage}/iou_{name.replace(' ', '_')}", value * 100)
-        self.last_scores = {"stage": stage, "miou": miou, "iou": iou.cpu()}
+        # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
+        fitting = self.trainer.state.fn == "fit"
+        iteration = self.global_step if fitting else self._checkpoint_iteration
+        self.last_scores = {"stage": stage, "miou": miou, "iou": iou.cpu(), "iteration": iteration}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._checkpoint_iteration = checkpoint.get("global_step", 0)
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val", self.val_confusion)

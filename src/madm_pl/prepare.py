@@ -129,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="madm-pl prepare",
         description="Check the data trees of a task, cache the RCS statistics, print label histograms.",
     )
-    parser.add_argument(
-        "-c", "--config", help="a madm-pl config YAML; its data.init_args give the defaults"
-    )
+    parser.add_argument("-c", "--config", help="a madm-pl config YAML; its data.init_args give the defaults")
     for name, kind in OPTIONS.items():
         parser.add_argument(
             f"--data.{name}",
@@ -370,15 +368,17 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         sampler = RareClassSampler(image_counts, options["rcs_temperature"], options["rcs_min_pixels"])
     except ValueError as error:
         raise SystemExit(f"madm-pl prepare: error: {error}") from None
-    print(
-        f"\nRCS statistics of {len(image_counts)} source labels: {report.rcs_cache} "
-        f"(data.rcs_temperature={options['rcs_temperature']}, data.rcs_min_pixels={options['rcs_min_pixels']})"
+    settings = (
+        f"data.rcs_temperature={options['rcs_temperature']}, data.rcs_min_pixels={options['rcs_min_pixels']}"
     )
+    print(f"\nRCS statistics of {len(image_counts)} source labels: {report.rcs_cache} ({settings})")
     print(format_rcs(sampler, image_counts, options["rcs_min_pixels"]))
 
     report.source_pixels, ignored = source_histogram(task, image_counts)
     print()
-    print(format_histogram(task.classes, report.source_pixels, f"source label histogram, {task.name} classes:"))
+    print(
+        format_histogram(task.classes, report.source_pixels, f"source label histogram, {task.name} classes:")
+    )
     print(f"  (Cityscapes classes the task ignores: {ignored:,} pixels; 255 pixels not counted)")
     if target_test is not None:
         report.target_pixels, ignored = target_histogram(task, target_test)

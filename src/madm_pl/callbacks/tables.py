@@ -37,7 +37,7 @@ class IoUTable(Callback):
         scores = getattr(pl_module, "last_scores", None)
         if trainer.sanity_checking or not scores:
             return
-        title = f"{scores['stage']} after iteration {trainer.global_step} ({pl_module.task.name})"
+        title = f"{scores['stage']} after iteration {scores['iteration']} ({pl_module.task.name})"
         rank_zero_info("\n" + format_iou_table(pl_module.task.classes, scores["iou"], scores["miou"], title))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

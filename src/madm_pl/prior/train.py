@@ -196,9 +196,14 @@ def _crop_offsets(count: int, height: int, width: int, size: tuple[int, int], ge
 
 
 def sample_vae_batch(
-    images: Tensor, layouts: Tensor, batch_size: int, size: int, generator: torch.Generator
+    images: Tensor,
+    layouts: Tensor,
+    batch_size: int,
+    size: int,
+    generator: torch.Generator,
+    painting_fraction: float = 0.5,
 ) -> Tensor:
-    """A VAE training batch: random flipped crops, the first half modality images, the rest palette paintings.
+    """A VAE training batch: random flipped crops, first modality images, then palette paintings.
 
     Args:
         images: (N,3,H,W) uint8, the pool's modality images (all modalities).
@@ -206,13 +211,14 @@ def sample_vae_batch(
         batch_size: crops in the batch.
         size: crop side.
         generator: every draw.
+        painting_fraction: share of palette paintings in the batch (rounded).
 
     Returns:
         (batch_size,3,size,size) float32 in [-1,1].
     """
     height, width = images.shape[-2:]
-    num_images = batch_size // 2
-    num_paintings = batch_size - num_images
+    num_paintings = round(batch_size * painting_fraction)
+    num_images = batch_size - num_paintings
     crops = []
     picks = torch.randint(0, len(images), (num_images,), generator=generator).tolist()
     for index, top, left, flip in zip(

@@ -1,0 +1,216 @@
+"""The cost of one MADM training step against its floor, measured in the same run (issue 7, `make bench`).
+
+Full step: what `madm-pl fit` runs per iteration (Lightning loop, EMA update, ClassMix, DPLG teacher,
+strong augmentation, both student passes with LPLR, backward, clipping, AdamW, LR schedule), timed
+between ``on_train_batch_start`` and ``on_train_batch_end``.
+
+Floor: the work no implementation of the method can skip, at the same batch and size: two student
+forward+backward passes (source and mixed image; each includes its VAE encode and the decode of the
+UNet output), one teacher forward without gradient, and the two VAE encodes of the LPLR palettes.
+
+    python benchmarks/step_cost.py                       # tiny stack, CPU, 128x128, batch 2
+    python benchmarks/step_cost.py --backbone sd14-random --size 512 --head-embed-dim 256 \\
+        --precision bf16-mixed --accelerator gpu          # the paper model on a GPU
+
+Prints a markdown report (ratio, peak memory, profiler table, loader rate) and writes it with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer
+
+from madm_pl.data import CrossModalityDataModule
+from madm_pl.losses import paint_palette, segmentation_loss
+from madm_pl.module import MADMModule
+
+
+class StepTimer(Callback):
+    """Wall time of every training step (synchronised on GPU)."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        _sync(pl_module.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        _sync(pl_module.device)
+        self.durations.append(time.perf_counter() - self._start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def floor_step(module: MADMModule, batch: dict[str, torch.Tensor]) -> None:
+    """The unavoidable work of one MADM step (see the module docstring)."""
+    source_image, source_label, target_image = (
+        batch["source_image"],
+        batch["source_label"],
+        batch["target_image"],
+    )
+    for image in (source_image, target_image):  # source pass, then the mixed pass (same cost)
+        logits, _ = module.segment(module.student, image)
+        segmentation_loss(logits, source_label).backward()
+    with torch.no_grad():
+        module.segment(module.teacher, target_image, timestep=10)
+        for _ in range(2):
+            module.backbone.encode(paint_palette(source_label, module.palette))
+    module.zero_grad(set_to_none=True)
+
+
+def timed(fn, repeats: int, device: torch.device) -> list[float]:
+    durations = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/synthetic", help="root of the synthetic world (make data)")
+    parser.add_argument("--backbone", default="priors/tiny")
+    parser.add_argument("--size", type=int, default=128, help="crop and test size")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--head-embed-dim", type=int, default=32)
+    parser.add_argument("--head-projection-channels", type=int, default=64)
+    parser.add_argument("--head-decoded-channels", type=int, default=32)
+    parser.add_argument("--head-bottleneck-width", type=int, default=32)
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--out", help="also write the report to this markdown file")
+    args = parser.parse_args(argv)
+
+    root = Path(args.data)
+    data = CrossModalityDataModule(
+        task="rgb2infrared",
+        source_root=str(root / "cityscapes"),
+        target_root=str(root / "fmb"),
+        source_resize=(args.size, 2 * args.size),
+        crop_size=(args.size, args.size),
+        target_resize=(args.size, args.size * 4 // 3),
+        test_size=(args.size, args.size),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        rcs_min_pixels=50,
+    )
+    module = MADMModule(
+        task="rgb2infrared",
+        backbone=args.backbone,
+        head_embed_dim=args.head_embed_dim,
+        head_projection_channels=args.head_projection_channels,
+        head_decoded_channels=args.head_decoded_channels,
+        head_bottleneck_width=args.head_bottleneck_width,
+        dplg_t_end=10_000,
+    )
+    timer = StepTimer()
+    trainer = Trainer(
+        max_steps=args.warmup + args.steps,
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=0.01,
+        callbacks=[timer],
+    )
+    trainer.fit(module, data)
+    full = timer.durations[args.warmup :]
+
+    # The floor, on the same module, device, precision and a real batch.
+    batch = next(iter(data.train_dataloader()))
+    batch = {k: v.to(module.device) for k, v in batch.items()}
+    module.train()
+    autocast = trainer.precision_plugin.forward_context
+    with autocast():
+        floor = timed(lambda: floor_step(module, batch), args.warmup, module.device)  # warm-up
+        floor = timed(lambda: floor_step(module, batch), args.steps, module.device)
+
+    # Loader throughput alone, with the same workers.
+    loader = data.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    loader_batches = 0
+    for _ in range(args.steps * 2):
+        next(iterator)
+        loader_batches += 1
+    loader_rate = loader_batches / (time.perf_counter() - start)
+
+    # Operator profile of one full step (a short extra fit).
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if module.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profile_trainer = Trainer(
+        max_steps=trainer.global_step + 2,
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=0.01,
+    )
+    with torch.profiler.profile(activities=activities) as profiler:
+        profile_trainer.fit(module, data)
+    sort_key = "cuda_time_total" if module.device.type == "cuda" else "cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort_key, row_limit=15)
+
+    if module.device.type == "cuda":
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU, max allocated)"
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
+    full_median, floor_median = statistics.median(full), statistics.median(floor)
+    step_rate = 1 / full_median
+    report = "\n".join(
+        [
+            f"backbone {args.backbone}, {args.size}x{args.size}, batch {args.batch_size}, "
+            f"head embed {args.head_embed_dim}, precision {args.precision}, {args.accelerator}",
+            "",
+            "| measure | value |",
+            "| --- | --- |",
+            f"| full MADM step (median of {len(full)}) | {full_median * 1000:.0f} ms |",
+            f"| floor: 2 student fwd+bwd, 1 teacher fwd, 2 palette encodes | {floor_median * 1000:.0f} ms |",
+            f"| ratio full / floor | {full_median / floor_median:.3f} |",
+            f"| peak memory | {peak} |",
+            f"| training steps per second | {step_rate:.2f} |",
+            f"| loader batches per second ({args.num_workers} workers) | {loader_rate:.2f} |",
+            "",
+            "Top operators of two full steps:",
+            "",
+            "```",
+            table,
+            "```",
+        ]
+    )
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
