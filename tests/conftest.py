@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.fake_trees import (
     FakeTree,
@@ -15,6 +17,11 @@ from tests.fake_trees import (
     write_fmb,
     write_image_folder,
 )
+
+# One intra-op thread: the tiny models gain nothing from two, and two OpenMP threads next to a data
+# loader worker or a second process on 2 cores spin-wait each other into ~50x slower steps.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
 
 # Cityscapes train ids: road | car, sky | person, building | bicycle.
 CITYSCAPES_IDS = [(0, 13), (10, 11), (2, 18)]

@@ -34,6 +34,7 @@ def small_run_args(root: Path, tmp_path: Path) -> list[str]:
         "--trainer.accelerator=cpu",
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        f"--checkpoint.dirpath={tmp_path / 'checkpoints'}",
     ]
 
 
