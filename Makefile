@@ -36,7 +36,8 @@ format: setup
 data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
 
-# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/). PROFILE=paper: the
+# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/), one intra-op thread
+# (two OpenMP threads on 2 busy cores spin-wait each other into steps many times slower). PROFILE=paper: the
 # published recipe on real data (configs/<task>.yaml, docs/PAPER_RECIPES.md) with DATA=<root of the
 # datasets>, holding them under the reference's folder names Cityscapes/, DELIVER/, FMB/ and DSEC/
 # (DATA_SOURCE / DATA_TARGET override one root each), and SD=<local stable-diffusion-v1-4 folder>.
@@ -61,7 +62,7 @@ train: setup
 	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
 ifeq ($(PROFILE),demo)
 	@test -f data/synthetic/synthetic.json || $(MAKE) data
-	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
 else
 	$(check_paper_paths)
 	@test -d "$(SD)" || { echo "no Stable Diffusion folder SD='$(SD)': set SD=<local stable-diffusion-v1-4 folder>"; exit 2; }
