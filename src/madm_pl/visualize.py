@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     if not data_hparams:
         parser.error(f"--ckpt {ckpt} holds no data module settings; it was not written by madm-pl fit")
     module = MADMModule.load_from_checkpoint(ckpt, map_location="cpu")
-    data = CrossModalityDataModule(**{**data_hparams, "val_batch_size": args.images, "num_workers": 0})
+    settings = {k: v for k, v in data_hparams.items() if not k.startswith("_")}  # drop LightningCLI keys
+    data = CrossModalityDataModule(**{**settings, "val_batch_size": args.images, "num_workers": 0})
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
     rows = figure_rows(module, batch)
