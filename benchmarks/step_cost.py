@@ -8,7 +8,7 @@ Floor: the work no implementation of the method can skip, at the same batch and 
 forward+backward passes (source and mixed image; each includes its VAE encode and the decode of the
 UNet output), one teacher forward without gradient, and the two VAE encodes of the LPLR palettes.
 
-    python benchmarks/step_cost.py                       # tiny stack, CPU, 128x128, batch 2
+    python benchmarks/step_cost.py                       # tiny stack, CPU, 64x64, batch 2 (the demo)
     python benchmarks/step_cost.py --backbone sd14-random --size 512 --head-embed-dim 256 \\
         --precision bf16-mixed --accelerator gpu          # the paper model on a GPU
 
@@ -83,8 +83,8 @@ def timed(fn, repeats: int, device: torch.device) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/synthetic", help="root of the synthetic world (make data)")
-    parser.add_argument("--backbone", default="priors/tiny")
-    parser.add_argument("--size", type=int, default=128, help="crop and test size")
+    parser.add_argument("--backbone", default="tiny")
+    parser.add_argument("--size", type=int, default=64, help="crop and test size (the demo: 64)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--head-embed-dim", type=int, default=32)
     parser.add_argument("--head-projection-channels", type=int, default=64)

@@ -238,3 +238,9 @@ def test_resume_equals_uninterrupted(synthetic_root: Path, tmp_path: Path) -> No
     expected, actual = uninterrupted.state_dict(), resumed.state_dict()
     for name, value in expected.items():
         torch.testing.assert_close(actual[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_oracle_without_target_labels_is_a_clear_error(synthetic_root: Path, tmp_path: Path) -> None:
+    module = make_module(mode="oracle")
+    with pytest.raises(ValueError, match=r"model\.mode='oracle'"):
+        make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
