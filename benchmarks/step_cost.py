@@ -80,6 +80,24 @@ def timed(fn, repeats: int, device: torch.device) -> list[float]:
     return durations
 
 
+def make_trainer(args: argparse.Namespace, max_steps: int, callbacks: list[Callback]) -> Trainer:
+    """A bare training loop: no logger, checkpoints, validation or progress bar to time."""
+    return Trainer(
+        max_steps=max_steps,
+        accelerator=args.accelerator,
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=0.01,
+        callbacks=callbacks,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/synthetic", help="root of the synthetic world (make data)")
@@ -121,20 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         dplg_t_end=10_000,
     )
     timer = StepTimer()
-    trainer = Trainer(
-        max_steps=args.warmup + args.steps,
-        accelerator=args.accelerator,
-        devices=1,
-        precision=args.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=0.01,
-        callbacks=[timer],
-    )
+    trainer = make_trainer(args, args.warmup + args.steps, [timer])
     trainer.fit(module, data)
     full = timer.durations[args.warmup :]
 
@@ -162,19 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if module.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    profile_trainer = Trainer(
-        max_steps=trainer.global_step + 2,
-        accelerator=args.accelerator,
-        devices=1,
-        precision=args.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=0.01,
-    )
+    profile_trainer = make_trainer(args, 2, [])  # a fresh trainer counts from 0: two steps
     with torch.profiler.profile(activities=activities) as profiler:
         profile_trainer.fit(module, data)
     sort_key = "cuda_time_total" if module.device.type == "cuda" else "cpu_time_total"
