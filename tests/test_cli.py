@@ -30,7 +30,6 @@ def small_run_args(root: Path, tmp_path: Path) -> list[str]:
         "--data.init_args.test_size=[64, 64]",
         "--data.init_args.rcs_min_pixels=20",
         "--data.init_args.num_workers=0",
-        "--model.init_args.backbone=tiny",
         "--trainer.accelerator=cpu",
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
