@@ -21,6 +21,7 @@ from tests.fake_trees import (
     write_dsec,
     write_file_list,
     write_fmb,
+    write_png,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,3 +207,22 @@ def test_required_options_and_bad_values(capsys: pytest.CaptureFixture, tmp_path
     assert "fix -c/--config" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"data\.task"):
         main(["--data.task=rgb2sonar", "--data.source_root=/a", "--data.target_root=/b"])
+
+
+@pytest.mark.filterwarnings("ignore::madm_pl.prepare.DatasetSizeWarning")
+def test_target_train_labels_are_checked_when_asked(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--data.task=rgb2infrared", *roots(cityscapes_tree, fmb_tree), "--data.rcs_min_pixels=100"]
+    main([*args, "--data.target_train_labels=false"])  # the default: train labels are not read
+    with pytest.raises(SystemExit) as error:
+        main([*args, "--data.target_train_labels=true"])
+    message = str(error.value)
+    assert "missing: train/Label" in message and "data.target_train_labels=false" in message
+    for name in fmb_tree.train_images:
+        write_png(fmb_tree.root / name.replace("/Infrared/", "/Label/"), split_label((16, 32), 1, 9))
+    main([*args, "--data.init_args.target_train_labels=True"])
+    assert row(capsys.readouterr().out, "FMB train (target)")[0] == "3"
+    with pytest.raises(SystemExit):
+        main([*args, "--data.target_train_labels=maybe"])
+    assert "target_train_labels" in capsys.readouterr().err

@@ -10,7 +10,8 @@ It takes the ``--data.*`` options of ``CrossModalityDataModule`` that describe t
 and the command line overrides it. It then
 
 1. opens the source (Cityscapes train) and target (train and test) splits exactly as training does
-   (same datasets, same file lists), so a missing folder or file fails here with its path; it
+   (same datasets, same file lists, the target train labels too with ``target_train_labels``), so a
+   missing folder or file fails here with its path; it
    prints the number of images of each split and warns (``DatasetSizeWarning``) when a count
    differs from the published one (SPEC section 1);
 2. computes the rare class sampling statistics and caches them in
@@ -69,6 +70,7 @@ OPTIONS: dict[str, type] = {
     "train_file_list": str,
     "test_file_list": str,
     "label_map": str,
+    "target_train_labels": bool,
     "rcs_min_pixels": int,
     "rcs_temperature": float,
 }
@@ -113,11 +115,21 @@ class PrepareReport:
     target_pixels: np.ndarray | None = None
 
 
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (any case, or 1/0, yes/no), as LightningCLI reads a bool."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
+
+
 def _optional(kind: type) -> Any:
     """An argparse type that also accepts ``null``/``none`` (as LightningCLI does) for None."""
+    parse = _boolean if kind is bool else kind
 
     def convert(text: str) -> Any:
-        return None if text.lower() in ("null", "none") else kind(text)
+        return None if text.lower() in ("null", "none") else parse(text)
 
     convert.__name__ = kind.__name__
     return convert
@@ -228,8 +240,16 @@ def _open_datasets(
 
     def target(split: str) -> SegmentationDataset:
         file_list = options["train_file_list" if split == "train" else "test_file_list"]
+        labelled = True if split == "train" and options["target_train_labels"] else None
         return build_target_dataset(
-            task, options["target_root"], split, kind, file_list, options["label_map"], "data.target_root"
+            task,
+            options["target_root"],
+            split,
+            kind,
+            file_list,
+            options["label_map"],
+            "data.target_root",
+            labelled=labelled,
         )
 
     target_train = attempt(lambda: target("train"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -14,11 +15,13 @@ from torch.utils.data import default_collate
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.data.datamodule import ResumableSampler
 from madm_pl.data.rcs import CACHE_NAME
+from madm_pl.data.synthetic import generate
 from tests.fake_trees import (
     FakeTree,
     image_value,
     split_label,
     write_cityscapes,
+    write_dsec,
     write_file_list,
     write_image_folder,
     write_png,
@@ -119,6 +122,120 @@ def test_epoch_length_default_and_rcs_options(
     assert warm.train_dataset.rcs_min_crop_ratio == 0.25
     with pytest.raises(ValueError, match=r"no source image has more than data\.rcs_min_pixels=2000"):
         make(cityscapes_tree, fmb_tree, rcs_min_pixels=2000).setup("fit")
+
+
+# ------------------------------------------------------------------------- target train labels
+def coordinate_dsec(root: Path, count: int = 3) -> FakeTree:
+    """DSEC whose train edge image ``i`` (16x32) reads R = 8 * column, G = 16 * row, B = 50 * i, with a
+    train label ``(3 * row + column + i) % 11`` (255 on row 0) in ``train_semantic_labels``."""
+    tree = write_dsec(root, [split_label((16, 32), 5, 8)], train_count=count)
+    rows, columns = np.mgrid[:16, :32]
+    for i, name in enumerate(tree.train_images):
+        write_png(root / name, np.stack([8 * columns, 16 * rows, np.full_like(rows, 50 * i)], axis=-1))
+        label = (3 * rows + columns + i) % 11
+        label[0] = 255
+        sequence, file = name.split("/")[1:]
+        write_png(root / "train_semantic_labels" / sequence / "11classes" / file, label)
+    return tree
+
+
+def test_target_label_is_cropped_and_flipped_with_the_target_image(
+    cityscapes_tree: FakeTree, tmp_path: Path
+) -> None:
+    dsec = coordinate_dsec(tmp_path / "dsec")
+    # target_resize = the stored size: every target pixel tells its image, row and column
+    options = {"task": "rgb2event", "target_resize": (16, 32), "epoch_length": 12}
+    batches = train_batches(make(cityscapes_tree, dsec, target_train_labels=True, **options), 6)
+    flips = set()
+    for batch in batches:
+        assert batch["target_label"].shape == (2, 16, 16) and batch["target_label"].dtype == torch.int64
+        pixels = torch.round(batch["target_image"] * 255).long()  # (B,3,h,w)
+        column, row, image = pixels[:, 0] // 8, pixels[:, 1] // 16, pixels[:, 2] // 50
+        expected = (3 * row + column + image) % 11
+        expected[row == 0] = 255
+        assert torch.equal(batch["target_label"], expected)
+        flips |= {bool(f) for f in (column[:, 0, 0] > column[:, 0, -1]).tolist()}
+    assert flips == {True, False}  # both flipped and unflipped crops were checked
+
+    # without the option: the same draws, so the same source and target tensors, and no target label
+    plain = train_batches(make(cityscapes_tree, dsec, **options), 6)
+    assert all(set(b) == {"source_image", "source_label", "target_image"} for b in plain)
+    assert same(plain, [{k: v for k, v in b.items() if k != "target_label"} for b in batches])
+
+
+def test_target_label_is_resized_nearest_with_the_target_image(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree
+) -> None:
+    # four 8-column stripes: grey g_k and FMB id f_k each; resized 16x32 -> 24x48, then cropped 16x16
+    greys, fmb_ids, task_ids = [40, 90, 140, 190], [1, 9, 7, 14], [4, 7, 0, 3]  # road car sky pole
+    for name in fmb_tree.train_images:
+        stripes = np.repeat(np.arange(4), 8)[None, :].repeat(16, axis=0)
+        write_png(fmb_tree.root / name, np.asarray(greys, np.uint8)[stripes])
+        write_png(
+            fmb_tree.root / name.replace("/Infrared/", "/Label/"), np.asarray(fmb_ids, np.uint8)[stripes]
+        )
+    batches = train_batches(make(cityscapes_tree, fmb_tree, target_train_labels=True, target_resize=(24, 48)))
+    checked = 0
+    for batch in batches:
+        grey, label = torch.round(batch["target_image"][:, 0] * 255).long(), batch["target_label"]
+        assert set(label.unique().tolist()) <= set(task_ids)
+        for value, task_id in zip(greys, task_ids):
+            inside = grey == value  # a stripe's interior (bilinear blends only its borders)
+            assert (label[inside] == task_id).all()
+            checked += int(inside.sum())
+    assert checked > 0.5 * sum(b["target_label"].numel() for b in batches)
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32x64 synthetic world: 2 source scenes, 3 train and 1 test scene per target modality."""
+    root = tmp_path_factory.mktemp("tiny_world") / "world"
+    generate(root, height=32, width=64, source_train=2, target_train=3, target_test=1, workers=1)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("task", "folder"), [("rgb2depth", "deliver"), ("rgb2infrared", "fmb"), ("rgb2event", "dsec")]
+)
+def test_target_train_labels_of_the_synthetic_world(task: str, folder: str, tiny_world: Path) -> None:
+    # stored size = target_resize: each sample's crop is found in a stored image (position and flip),
+    # and its label must be the same crop of that image's stored label
+    datamodule = CrossModalityDataModule(
+        task=task,
+        source_root=str(tiny_world / "cityscapes"),
+        target_root=str(tiny_world / folder),
+        source_resize=(32, 64),
+        crop_size=(32, 32),
+        target_resize=(32, 64),
+        test_size=(32, 32),
+        epoch_length=4,
+        rcs=False,
+        target_train_labels=True,
+    )
+    target = datamodule._target("train")
+    stored = [target.load(i) for i in range(len(target))]
+    for batch in train_batches(datamodule, 2):
+        for image, label in zip(batch["target_image"], batch["target_label"]):
+            image = torch.round(image * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            matches = []
+            for sample in stored:
+                for flip in (False, True):
+                    view = sample.image[:, ::-1] if flip else sample.image
+                    view_label = sample.label[:, ::-1] if flip else sample.label
+                    for left in range(64 - 32 + 1):
+                        if np.array_equal(view[:, left : left + 32], image):
+                            matches.append(view_label[:, left : left + 32])
+            assert matches
+            assert all(np.array_equal(m, label.numpy()) for m in matches)
+            assert set(np.unique(label.numpy()).tolist()) <= set(range(datamodule.num_classes)) | {255}
+
+
+def test_missing_target_train_labels_name_the_option(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"missing: train/Label\).*set data\.target_train_labels=false",
+    ):
+        make(cityscapes_tree, fmb_tree, target_train_labels=True).setup("fit")
 
 
 def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:

@@ -188,13 +188,13 @@ def test_folder_layout_and_file_names(tiny_root: Path) -> None:
     for split in ("train", "test"):
         for condition, frame in (("cloud", "000050"), ("fog", "000100")):
             expected.add(f"deliver/depth/{condition}/{split}/MAP_1_point100/{frame}_depth_front.png")
-            if split == "test":
-                expected.add(f"deliver/semantic/{condition}/test/MAP_1_point100/{frame}_semantic_front.png")
+            expected.add(f"deliver/semantic/{condition}/{split}/MAP_1_point100/{frame}_semantic_front.png")
         for name in ("00001.png", "00002.png"):
             expected.add(f"fmb/{split}/Infrared/{name}")
-    expected |= {"fmb/test/Label/00001.png", "fmb/test/Label/00002.png"}
+            expected.add(f"fmb/{split}/Label/{name}")
     for sequence in ("zurich_city_00_a", "zurich_city_01_a"):
         expected.add(f"dsec/69mask_train_edges/{sequence}/000001.png")
+        expected.add(f"dsec/train_semantic_labels/{sequence}/11classes/000001.png")
     for sequence in ("zurich_city_13_a", "zurich_city_14_c"):
         expected.add(f"dsec/69mask_test_edges/{sequence}/000001.png")
         expected.add(f"dsec/test_semantic_labels/{sequence}/11classes/000001.png")
@@ -203,6 +203,7 @@ def test_folder_layout_and_file_names(tiny_root: Path) -> None:
 
     manifest = json.loads((tiny_root / "synthetic.json").read_text())
     assert manifest["options"]["height"] == H and manifest["options"]["seed"] == 0
+    assert manifest["options"]["format_version"] == synthetic.FORMAT_VERSION == 2
     assert manifest["counts"] == {
         "cityscapes/train": 3,
         "deliver/train": 2,
@@ -237,9 +238,9 @@ def test_image_formats_and_label_id_spaces(tiny_root: Path) -> None:
     for folder in ("fmb/*/Infrared", "dsec/69mask_*_edges/*"):
         for path in tiny_root.glob(f"{folder}/*.png"):
             assert read(path).mode == "L"
-    for path in tiny_root.glob("fmb/test/Label/*.png"):
+    for path in tiny_root.glob("fmb/*/Label/*.png"):
         assert set(np.unique(np.asarray(read(path))).tolist()) <= set(range(len(labels.FMB_CLASSES)))
-    for path in tiny_root.glob("dsec/test_semantic_labels/*/11classes/*.png"):
+    for path in tiny_root.glob("dsec/*_semantic_labels/*/11classes/*.png"):
         assert set(np.unique(np.asarray(read(path))).tolist()) <= set(range(11)) | {255}
 
 
@@ -288,6 +289,27 @@ def test_written_labels_round_trip(tiny_root: Path) -> None:
         assert (np.asarray(Image.open(path)) == scene.layout).all()
 
 
+def test_target_train_labels_are_the_layout_mapped(tiny_root: Path) -> None:
+    # the target-train scenes are labelled too (for an oracle), in each dataset's layout and id space
+    for modality in synthetic.TARGET_MODALITIES:
+        for index in range(2):
+            scene = render_scene(scene_seed_sequence(0, SPLIT_TARGET_TRAIN, modality, index), H, W)
+            paths = synthetic.scene_paths(SPLIT_TARGET_TRAIN, modality, index)
+            written = np.asarray(Image.open(tiny_root / paths["label"]))
+            assert np.array_equal(written, target_label(scene.layout, modality))
+            # the label is the layout of the scene whose image is written next to it
+            image = render_modality(scene, modality)
+            assert np.array_equal(np.asarray(Image.open(tiny_root / paths["image"])), image)
+    assert synthetic.scene_paths(SPLIT_TARGET_TRAIN, "event", 1) == {
+        "image": "dsec/69mask_train_edges/zurich_city_01_a/000001.png",
+        "label": "dsec/train_semantic_labels/zurich_city_01_a/11classes/000001.png",
+    }
+    assert synthetic.scene_paths(SPLIT_TARGET_TRAIN, "depth", 0)["label"] == (
+        "deliver/semantic/cloud/train/MAP_1_point100/000050_semantic_front.png"
+    )
+    assert synthetic.scene_paths(SPLIT_TARGET_TRAIN, "infrared", 0)["label"] == "fmb/train/Label/00001.png"
+
+
 # (f) options, errors and the existing-folder rules
 
 
@@ -331,6 +353,26 @@ def test_existing_output_is_kept_unless_forced(tmp_path: Path, capsys) -> None:
     with pytest.raises(ValueError, match="not a synthetic data set"):
         generate(foreign, force=True, **options)
     assert (foreign / "keep.txt").exists()
+
+
+def test_older_format_is_rewritten_without_force(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "synthetic"
+    options = dict(height=H, width=W, source_train=1, target_train=1, target_test=1, workers=1)
+    assert generate(out, modalities=["infrared"], **options)
+    current = files(out)
+    # what a format-1 tree looked like: the same options, no target-train labels
+    manifest = json.loads((out / "synthetic.json").read_text())
+    manifest["options"]["format_version"] = 1
+    (out / "synthetic.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "fmb/train/Label/00001.png").unlink()
+    assert generate(out, modalities=["infrared"], **options)  # stale: rewritten, no --force needed
+    assert "older format (format_version 1, now 2): rewriting it" in capsys.readouterr().out
+    assert files(out) == current
+    # a newer or foreign format version is not silently replaced
+    manifest["options"]["format_version"] = 99
+    (out / "synthetic.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="--force"):
+        generate(out, modalities=["infrared"], **options)
 
 
 def test_interrupted_run_leaves_nothing_at_out(tmp_path: Path, monkeypatch) -> None:

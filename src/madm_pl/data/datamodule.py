@@ -1,5 +1,6 @@
-"""``CrossModalityDataModule``: labelled source + unlabelled target for training, target test split
-for validation and test, a folder of images for prediction (SPEC section 2, docs/ARCHITECTURE.md).
+"""``CrossModalityDataModule``: labelled source + unlabelled target for training (the target labelled
+too with ``target_train_labels``, for an oracle), target test split for validation and test, a folder of
+images for prediction (SPEC section 2, docs/ARCHITECTURE.md).
 
 Training samples are indexed by their global sample number ``i`` (0, 1, 2, ... over the whole run):
 every random choice of sample ``i`` (source image, uniform or by RCS; target image; crops; flips)
@@ -41,16 +42,18 @@ from madm_pl.labels import Task, get_task, remap
 
 
 class CrossModalityTrainDataset(Dataset):
-    """Training pairs: one labelled source crop and one unlabelled target crop per sample.
+    """Training pairs: one labelled source crop and one target crop per sample (labelled when ``target``
+    loads labels).
 
     Any non-negative index is valid: sample ``i`` is a pure function of ``(seed, i)``. ``len`` is
     the number of samples of one epoch.
 
     Args:
         source: the labelled source (Cityscapes) dataset.
-        target: the unlabelled target training dataset.
+        target: the target training dataset; when it loads labels (``has_labels``) they are
+            transformed with the image and returned as ``target_label``.
         source_transform: resize + crop + flip of the source.
-        target_transform: resize + crop + flip of the target.
+        target_transform: resize + crop + flip of the target (image and label alike).
         seed: base seed.
         epoch_length: samples per epoch, returned by ``len``.
         rcs: rare class sampler over ``source``, or None for uniform source images.
@@ -88,7 +91,9 @@ class CrossModalityTrainDataset(Dataset):
 
         Returns:
             ``{"source_image": (3,h,w) float32 in [0,1], "source_label": (h,w) int64 task ids or 255,
-            "target_image": (3,h,w) float32 in [0,1]}``, (h,w) = the crop size.
+            "target_image": (3,h,w) float32 in [0,1]}``, (h,w) = the crop size; plus
+            ``"target_label": (h,w) int64 task ids or 255`` (resized nearest, cropped and flipped with
+            the target image) when the target dataset is labelled.
         """
         if index < 0:
             raise IndexError(f"sample index must be >= 0, got {index}")
@@ -114,12 +119,16 @@ class CrossModalityTrainDataset(Dataset):
         source_label = remap(source_label, self.source.task.source_map)
 
         target = self.target.load(target_index)
-        target_image, _ = self.target_transform(target.image, seed=rng)
-        return {
+        # One seed draw either way: with or without the label, the image crop and the stream match.
+        target_image, target_label = self.target_transform(target.image, target.label, seed=rng)
+        item = {
             "source_image": image_to_tensor(source_image),
             "source_label": label_to_tensor(source_label),
             "target_image": image_to_tensor(target_image),
         }
+        if target_label is not None:
+            item["target_label"] = label_to_tensor(target_label)
+        return item
 
 
 class ResumableSampler(DistributedSampler):
@@ -200,7 +209,8 @@ class CrossModalityDataModule(LightningDataModule):
     Batches (docs/ARCHITECTURE.md):
 
     - train: ``{"source_image": (B,3,h,w) float32 in [0,1], "source_label": (B,h,w) int64 task ids
-      or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; no target label.
+      or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; plus
+      ``"target_label": (B,h,w) int64 task ids or 255`` only with ``target_train_labels``.
     - val / test (the target test split at ``test_size``): ``{"image": (B,3,H,W) float32 in [0,1],
       "label": (B,H,W) int64, "name": list[str]}``.
     - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
@@ -220,7 +230,12 @@ class CrossModalityDataModule(LightningDataModule):
         train_file_list: the reference's ``*_train.json`` (``source_data`` for Cityscapes,
             ``target_data.second_modality`` for the target), or None to scan the folders.
         test_file_list: the reference's ``*_test.json`` (``target_data``), or None to scan.
-        label_map: YAML label map of the ``"folder"`` kind's test labels.
+        label_map: YAML label map of the ``"folder"`` kind's labels.
+        target_train_labels: load the target training labels and add ``target_label`` ((B,h,w) int64,
+            255 ignored) to the training batches, cropped and flipped with the target image; needed by
+            ``model.mode: oracle``; real FMB, DELIVER and DSEC ship train labels (layouts in
+            ``datasets``; the ``"folder"`` kind reads ``train/images/`` + ``train/labels/``). False
+            leaves the batches exactly as without the option.
         batch_size: training batch size per process.
         val_batch_size: val/test/predict batch size.
         num_workers: DataLoader worker processes.
@@ -250,6 +265,7 @@ class CrossModalityDataModule(LightningDataModule):
         train_file_list: str | None = None,
         test_file_list: str | None = None,
         label_map: str | None = None,
+        target_train_labels: bool = False,
         batch_size: int = 2,
         val_batch_size: int = 1,
         num_workers: int = 0,
@@ -310,6 +326,7 @@ class CrossModalityDataModule(LightningDataModule):
         self.train_file_list = train_file_list
         self.test_file_list = test_file_list
         self.label_map = label_map
+        self.target_train_labels = target_train_labels
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -346,6 +363,7 @@ class CrossModalityDataModule(LightningDataModule):
 
     def _target(self, split: str) -> SegmentationDataset:
         file_list = self.train_file_list if split == "train" else self.test_file_list
+        labelled = True if split == "train" and self.target_train_labels else None
         return build_target_dataset(
             self._task,
             self.target_root,
@@ -354,6 +372,7 @@ class CrossModalityDataModule(LightningDataModule):
             file_list,
             self.label_map,
             "data.target_root",
+            labelled=labelled,
         )
 
     def _rcs_sampler(self, source: CityscapesDataset) -> RareClassSampler:

@@ -5,11 +5,12 @@ is deterministic) or, given ``file_list``, exactly the files of a reference JSON
 to ``root``)::
 
     {"source_data": {"RGB": [...], "label": [...]},                    # Cityscapes (train lists)
-     "target_data": {"second_modality": [...], "label": [...]}}        # target ("label": test lists)
+     "target_data": {"second_modality": [...], "label": [...]}}        # target ("label": labelled splits)
 
 ``dataset[i]`` is the contract item of docs/ARCHITECTURE.md at the stored size:
 ``{"image": (3,H,W) float32 in [0,1], "label": (H,W) int64 task train ids or 255, "name": str}``
-(no "label" for unlabelled splits). ``dataset.load(i)`` gives the same as numpy arrays
+(no "label" for unlabelled splits; a target's train split is unlabelled unless built with
+``labelled=True``, for an oracle). ``dataset.load(i)`` gives the same as numpy arrays
 (a ``Sample``) for the transforms of the datamodule. ``name`` is the image path relative to
 ``root`` without its suffix, e.g. ``"test/Infrared/00043"``.
 
@@ -119,6 +120,8 @@ class SegmentationDataset(Dataset):
         task: task name or ``labels.Task``; gives the label map.
         file_list: a reference JSON file list, or None to scan the layout.
         option: the config option that set ``root``, named in error messages.
+        labelled: load labels; None = as the split is by default (``labelled_splits``), True also
+            for an unlabelled-by-default split (a target's train labels), False never.
 
     Raises:
         FileNotFoundError: the root or an expected folder or listed file is missing, or an image has
@@ -140,11 +143,13 @@ class SegmentationDataset(Dataset):
         file_list: str | Path | None = None,
         *,
         option: str = "root",
+        labelled: bool | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.task = _as_task(task)
         self.option = option
+        self.labelled = labelled
         if split not in self.splits:
             raise ValueError(
                 f"{self.dataset_name} has no split {split!r}: expected one of {list(self.splits)}"
@@ -172,8 +177,8 @@ class SegmentationDataset(Dataset):
     # ----------------------------------------------------------------------------------- layout
     @property
     def has_labels(self) -> bool:
-        """Whether this split is labelled."""
-        return self.split in self.labelled_splits
+        """Whether labels are loaded: ``labelled``, or by default whether the split is labelled."""
+        return self.split in self.labelled_splits if self.labelled is None else self.labelled
 
     def _label_table(self) -> np.ndarray:
         return self.task.target_map
@@ -335,9 +340,10 @@ class _TargetDataset(SegmentationDataset):
 class DeliverDepthDataset(_TargetDataset):
     """DELIVER depth, target of rgb2depth (SPEC section 1).
 
-    Layout: ``depth/{cloud,fog,night,rain,sun}/{train,test}/MAP_*/<id>_depth_front.png``; test labels
-    ``semantic/<condition>/test/MAP_*/<id>_semantic_front.png``, channel 0 minus 1, then mapped to the
-    11 classes (``labels.deliver_semantic_to_11``).
+    Layout: ``depth/{cloud,fog,night,rain,sun}/{train,test}/MAP_*/<id>_depth_front.png``; labels
+    ``semantic/<condition>/<split>/MAP_*/<id>_semantic_front.png`` (read for test, and for train when
+    ``labelled=True``), channel 0 minus 1, then mapped to the 11 classes
+    (``labels.deliver_semantic_to_11``).
     """
 
     dataset_name = "DELIVER"
@@ -368,8 +374,8 @@ class DeliverDepthDataset(_TargetDataset):
 class FMBInfraredDataset(_TargetDataset):
     """FMB infrared, target of rgb2infrared (SPEC section 1).
 
-    Layout: ``train/Infrared/*.png``; ``test/Infrared/*.png`` with ``test/Label/*.png`` (ids 0..14,
-    mapped by ``labels.FMB_TO_9``).
+    Layout: ``{train,test}/Infrared/*.png`` with ``{train,test}/Label/*.png`` (ids 0..14, mapped by
+    ``labels.FMB_TO_9``; read for test, and for train when ``labelled=True``).
     """
 
     dataset_name = "FMB"
@@ -389,9 +395,12 @@ class FMBInfraredDataset(_TargetDataset):
 class DSECEventDataset(_TargetDataset):
     """DSEC events as edge images, target of rgb2event (SPEC section 1).
 
-    Layout: ``69mask_train_edges/<sequence>/*.png``; ``69mask_test_edges/<sequence>/*.png`` with
-    ``test_semantic_labels/<sequence>/11classes/<same name>.png`` (already 11-class ids). A scan takes
-    every sequence folder present; the reference's training list (``file_list``) holds 4037 frames.
+    Layout: ``69mask_{train,test}_edges/<sequence>/*.png`` with
+    ``{train,test}_semantic_labels/<sequence>/11classes/<same name>.png`` (already 11-class ids; read for
+    test, and for train when ``labelled=True``). ``test_semantic_labels`` is the reference's folder;
+    ``train_semantic_labels`` mirrors it and is unverified against a real DSEC download (the synthetic
+    world writes it). A scan takes every sequence folder present; the reference's training list
+    (``file_list``) holds 4037 frames.
     """
 
     dataset_name = "DSEC"
@@ -400,15 +409,18 @@ class DSECEventDataset(_TargetDataset):
     def _edges(self) -> str:
         return f"69mask_{self.split}_edges"
 
+    def _labels(self) -> str:
+        return f"{self.split}_semantic_labels"
+
     def _folders(self) -> list[str]:
-        return [self._edges(), "test_semantic_labels"] if self.has_labels else [self._edges()]
+        return [self._edges(), self._labels()] if self.has_labels else [self._edges()]
 
     def _scan(self) -> list[Path]:
         return sorted((self.root / self._edges()).glob("*/*.png"))
 
     def _label_of(self, relative_image: Path) -> Path:
         sequence = relative_image.parent.name
-        return Path("test_semantic_labels", sequence, "11classes", relative_image.name)
+        return Path(self._labels(), sequence, "11classes", relative_image.name)
 
 
 def load_label_map(path: str | Path, task: Task | str) -> np.ndarray:
@@ -477,11 +489,13 @@ class ImageFolderDataset(SegmentationDataset):
         test/images/**/<stem>.<ext>              optional labelled test images
         test/labels/**/<stem>.png                their labels, same relative path and stem
 
-    Test labels are mapped by the YAML ``label_map`` (see ``load_label_map``); without one they must
-    already hold the task's train ids (0..C-1, 255). With ``file_list``, ``target_data`` is read.
+    A labelled train split (``labelled=True``, for an oracle) is laid out as the test split:
+    ``train/images/`` and ``train/labels/``. Labels are mapped by the YAML ``label_map`` (see
+    ``load_label_map``); without one they must already hold the task's train ids (0..C-1, 255). With
+    ``file_list``, ``target_data`` is read.
 
     Args:
-        root, split, task, file_list, option: as ``SegmentationDataset``.
+        root, split, task, file_list, option, labelled: as ``SegmentationDataset``.
         label_map: path of a YAML label map, or None for labels already in train ids.
     """
 
@@ -496,9 +510,10 @@ class ImageFolderDataset(SegmentationDataset):
         *,
         label_map: str | Path | None = None,
         option: str = "root",
+        labelled: bool | None = None,
     ) -> None:
         self.label_map = label_map
-        super().__init__(root, split, task, file_list, option=option)
+        super().__init__(root, split, task, file_list, option=option, labelled=labelled)
 
     def _label_table(self) -> np.ndarray:
         if self.label_map is not None:
@@ -509,13 +524,13 @@ class ImageFolderDataset(SegmentationDataset):
         return table
 
     def _folders(self) -> list[str]:
-        return ["test/images", "test/labels"] if self.has_labels else ["train"]
+        return [f"{self.split}/images", f"{self.split}/labels"] if self.has_labels else [self.split]
 
     def _scan(self) -> list[Path]:
-        return _scan_images(self.root / ("test/images" if self.has_labels else "train"))
+        return _scan_images(self.root / (f"{self.split}/images" if self.has_labels else self.split))
 
     def _label_of(self, relative_image: Path) -> Path:
-        relative = _swap_prefix(relative_image, ("test", "images"), ("test", "labels"))
+        relative = _swap_prefix(relative_image, (self.split, "images"), (self.split, "labels"))
         return relative.with_suffix(".png")
 
 
@@ -568,30 +583,42 @@ def build_target_dataset(
     file_list: str | Path | None = None,
     label_map: str | Path | None = None,
     option: str = "data.target_root",
+    labelled: bool | None = None,
 ) -> SegmentationDataset:
     """The target dataset of a task.
 
     Args:
         task: task name or ``labels.Task``.
         root: target data root.
-        split: ``"train"`` (unlabelled) or ``"test"`` (labelled).
+        split: ``"train"`` (unlabelled unless ``labelled``) or ``"test"`` (labelled).
         kind: ``"deliver"``, ``"fmb"``, ``"dsec"`` or ``"folder"``; None = the task's dataset.
         file_list: reference JSON list, or None to scan.
         label_map: YAML label map, only for ``kind="folder"``.
         option: config option of ``root``, named in errors.
+        labelled: as ``SegmentationDataset``; True reads the train split's labels too (set by
+            ``data.target_train_labels``, which errors about missing labels then name).
 
     Returns:
         The dataset.
 
     Raises:
         ValueError: unknown kind, or a label map given for a real dataset.
+        FileNotFoundError: as the dataset classes (with ``labelled``, naming data.target_train_labels).
     """
     task = _as_task(task)
     kind = task.target_dataset if kind is None else kind
     if kind not in TARGET_KINDS:
         raise ValueError(f"unknown data.target_kind {kind!r}: expected one of {sorted(TARGET_KINDS)}")
-    if kind == "folder":
-        return ImageFolderDataset(root, split, task, file_list, label_map=label_map, option=option)
-    if label_map is not None:
+    if kind != "folder" and label_map is not None:
         raise ValueError(f"data.label_map applies only to data.target_kind='folder', not {kind!r}; remove it")
-    return TARGET_KINDS[kind](root, split, task, file_list, option=option)
+    extra = {"label_map": label_map} if kind == "folder" else {}
+    try:
+        return TARGET_KINDS[kind](root, split, task, file_list, option=option, labelled=labelled, **extra)
+    except (FileNotFoundError, ValueError) as error:
+        if not labelled or split != "train":
+            raise
+        kind_of_error = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
+        raise kind_of_error(
+            f"{error} (data.target_train_labels=true reads the target training labels too: add them, "
+            "or set data.target_train_labels=false)"
+        ) from None

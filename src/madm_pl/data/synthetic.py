@@ -25,18 +25,22 @@ trees, void clutter) and the sky at ``SKY_DEPTH_M``. The layout is rendered four
 Every scene draws from its own ``np.random.SeedSequence([seed, split_code, modality_code, index])``
 (``scene_seed_sequence``), so the source, target-train and target-test sets (and a future pool with
 another split code) never share a layout. ``generate`` / ``main`` write the scenes in the folder
-layouts and label id spaces of the real datasets (SPEC section 1), so the real loaders read them:
+layouts and label id spaces of the real datasets (SPEC section 1), so the real loaders read them. Every
+scene is labelled, the target-train scenes too (real FMB, DELIVER and DSEC ship train labels), so that
+an oracle can train on target labels; adaptation ignores them:
 
 - ``cityscapes/leftImg8bit/train/<city>/<city>_<seq>_000019_leftImg8bit.png`` and
   ``cityscapes/gtFine/train/<city>/<city>_<seq>_000019_gtFine_labelTrainIds.png`` (19 train ids);
 - ``deliver/depth/<cond>/{train,test}/MAP_<k>_point<m>/<id>_depth_front.png`` and
-  ``deliver/semantic/<cond>/test/MAP_<k>_point<m>/<id>_semantic_front.png`` (R = DELIVER id + 1, G = B = 0;
-  void as "other"); the condition cycles over the five with the scene index and only names the folder:
-  depth does not see weather;
-- ``fmb/{train,test}/Infrared/<5 digits>.png`` and ``fmb/test/Label/<5 digits>.png`` (FMB ids 0..14; wall,
-  fence and void as 0 "unlabeled");
+  ``deliver/semantic/<cond>/{train,test}/MAP_<k>_point<m>/<id>_semantic_front.png`` (R = DELIVER id + 1,
+  G = B = 0; void as "other"); the condition cycles over the five with the scene index and only names the
+  folder: depth does not see weather;
+- ``fmb/{train,test}/Infrared/<5 digits>.png`` and ``fmb/{train,test}/Label/<5 digits>.png`` (FMB ids
+  0..14; wall, fence and void as 0 "unlabeled");
 - ``dsec/69mask_train_edges/zurich_city_XX_a/<6 digits>.png``, ``dsec/69mask_test_edges/<seq>/...`` and
-  ``dsec/test_semantic_labels/<seq>/11classes/<6 digits>.png`` (11-class task ids).
+  ``dsec/{train,test}_semantic_labels/<seq>/11classes/<6 digits>.png`` (11-class task ids). **Unverified:**
+  ``test_semantic_labels`` is the reference's test-label folder; the train-label folder name
+  ``train_semantic_labels`` is our mirror of it, not checked against a real DSEC download.
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ MODALITY_CODES: dict[str, int] = {"rgb": 0, "depth": 1, "infrared": 2, "event": 
 MODALITIES: tuple[str, ...] = tuple(MODALITY_CODES)
 TARGET_MODALITIES: tuple[str, ...] = ("depth", "infrared", "event")
 SKY_DEPTH_M = 1000.0  # CARLA's far plane: encodes to 255
-FORMAT_VERSION = 1  # bump when the renderer changes, so old folders are not mistaken for current ones
+# Bump when the written files change, so old folders are not mistaken for current ones. 2: target-train
+# labels are written too.
+FORMAT_VERSION = 2
 
 CITIES: tuple[str, ...] = ("synthetica", "rendertown", "pixelburg")
 DELIVER_CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
@@ -1194,7 +1200,7 @@ def _deliver_folder(index: int) -> tuple[str, str]:
 
 
 def scene_paths(split_code: int, modality: str, index: int) -> dict[str, str]:
-    """Relative output paths of one scene: ``{"image": ..., "label": ...}`` (no label for target-train)."""
+    """Relative output paths of one scene: ``{"image": ..., "label": ...}`` (every split is labelled)."""
     if split_code == SPLIT_SOURCE:
         city = CITIES[index % len(CITIES)]
         stem = f"{city}_{index // len(CITIES):06d}_000019"
@@ -1207,25 +1213,22 @@ def scene_paths(split_code: int, modality: str, index: int) -> dict[str, str]:
     if modality == "depth":
         condition, folder = _deliver_folder(index)
         frame = f"{50 * (index + 1):06d}"
-        paths = {"image": f"deliver/depth/{condition}/{split}/{folder}/{frame}_depth_front.png"}
-        if test:
-            paths["label"] = f"deliver/semantic/{condition}/test/{folder}/{frame}_semantic_front.png"
-        return paths
+        return {
+            "image": f"deliver/depth/{condition}/{split}/{folder}/{frame}_depth_front.png",
+            "label": f"deliver/semantic/{condition}/{split}/{folder}/{frame}_semantic_front.png",
+        }
     if modality == "infrared":
         name = f"{index + 1:05d}.png"
-        paths = {"image": f"fmb/{split}/Infrared/{name}"}
-        if test:
-            paths["label"] = f"fmb/test/Label/{name}"
-        return paths
+        return {"image": f"fmb/{split}/Infrared/{name}", "label": f"fmb/{split}/Label/{name}"}
     if modality == "event":
         sequences = DSEC_TEST_SEQUENCES if test else DSEC_TRAIN_SEQUENCES
         sequence = sequences[index % len(sequences)]
         name = f"{index // len(sequences) + 1:06d}.png"
-        folder = "69mask_test_edges" if test else "69mask_train_edges"
-        paths = {"image": f"dsec/{folder}/{sequence}/{name}"}
-        if test:
-            paths["label"] = f"dsec/test_semantic_labels/{sequence}/11classes/{name}"
-        return paths
+        return {
+            "image": f"dsec/69mask_{split}_edges/{sequence}/{name}",
+            # The train-label folder mirrors the test one; unverified against real DSEC (module docstring).
+            "label": f"dsec/{split}_semantic_labels/{sequence}/11classes/{name}",
+        }
     raise ValueError(f"no files for split code {split_code} and modality {modality!r}")
 
 
@@ -1257,12 +1260,11 @@ def _render_and_write(job: tuple[str, int, str, int, int, int, int]) -> np.ndarr
     scene = render_scene(scene_seed_sequence(seed, split_code, modality, index), height, width)
     paths = scene_paths(split_code, modality, index)
     _write_png(Path(root, paths["image"]), render_modality(scene, modality))
-    if "label" in paths:
-        if split_code == SPLIT_SOURCE:
-            label = _map_label(scene.layout, WORLD_TO_CITYSCAPES)
-        else:
-            label = target_label(scene.layout, modality)
-        _write_png(Path(root, paths["label"]), label)
+    if split_code == SPLIT_SOURCE:
+        label = _map_label(scene.layout, WORLD_TO_CITYSCAPES)
+    else:
+        label = target_label(scene.layout, modality)
+    _write_png(Path(root, paths["label"]), label)
     return np.bincount(scene.layout.ravel(), minlength=256)
 
 
@@ -1306,6 +1308,19 @@ def _read_manifest(out: Path) -> dict | None:
         return None
 
 
+def _same_but_format(recorded: object, options: dict) -> bool:
+    """Whether manifest options ``recorded`` equal ``options`` except for an older format version."""
+    if not isinstance(recorded, dict):
+        return False
+    version = recorded.get("format_version")
+    return (
+        isinstance(version, int)
+        and version < FORMAT_VERSION
+        and {k: v for k, v in recorded.items() if k != "format_version"}
+        == {k: v for k, v in options.items() if k != "format_version"}
+    )
+
+
 def generate(
     out: str | Path,
     *,
@@ -1322,13 +1337,15 @@ def generate(
     """Write the synthetic data set under ``out`` (layouts in the module docstring).
 
     The tree is written into a temporary sibling folder and renamed to ``out`` once complete, with the
-    manifest ``synthetic.json`` written last. An ``out`` whose manifest matches these options is kept.
+    manifest ``synthetic.json`` written last. An ``out`` whose manifest matches these options is kept;
+    one that differs only by an older ``format_version`` is rewritten without ``force``.
 
     Args:
         out: destination folder.
         height, width: image size; multiples of 8, at least 32.
         source_train: Cityscapes-style RGB scenes with labels.
-        target_train: unlabelled scenes per target modality.
+        target_train: target training scenes per target modality, labelled too (for an oracle;
+            adaptation does not read the labels).
         target_test: labelled test scenes per target modality.
         seed: base seed; results are byte-identical for equal options whatever ``workers`` is.
         modalities: target modalities to write, a subset of ``TARGET_MODALITIES``.
@@ -1368,7 +1385,15 @@ def generate(
                 f"--out={out} exists and is not a synthetic data set (no readable synthetic.json): "
                 "refusing to replace it; choose another --out or remove it"
             )
-        if manifest is not None and not force:
+        if manifest is not None and not force and _same_but_format(manifest.get("options"), options):
+            # Our own tree, asked for with the same options, written by an older renderer: stale, so
+            # rewritten rather than reused (format 1 had no target-train labels).
+            old_version = manifest["options"]["format_version"]
+            print(
+                f"{out} holds this synthetic data set in an older format "
+                f"(format_version {old_version}, now {FORMAT_VERSION}): rewriting it"
+            )
+        elif manifest is not None and not force:
             raise ValueError(
                 f"--out={out} holds a synthetic data set made with other options "
                 f"({manifest.get('options')}); "
@@ -1448,10 +1473,11 @@ def _write_readme(root: Path, options: dict, counts: dict[str, int]) -> None:
         "  cityscapes/leftImg8bit/train/<city>/*_leftImg8bit.png (RGB)",
         "  cityscapes/gtFine/train/<city>/*_gtFine_labelTrainIds.png (19 train ids, 255 void)",
         "  deliver/depth/<cond>/{train,test}/MAP_*/<id>_depth_front.png (CARLA 8-bit log depth, as assumed)",
-        "  deliver/semantic/<cond>/test/MAP_*/<id>_semantic_front.png: channel 0 = DELIVER id + 1",
-        "  fmb/{train,test}/Infrared/*.png, fmb/test/Label/*.png (FMB ids 0..14)",
+        "  deliver/semantic/<cond>/{train,test}/MAP_*/<id>_semantic_front.png: channel 0 = DELIVER id + 1",
+        "  fmb/{train,test}/Infrared/*.png, fmb/{train,test}/Label/*.png (FMB ids 0..14)",
         "  dsec/69mask_{train,test}_edges/<seq>/*.png (128 = no event)",
-        "  dsec/test_semantic_labels/<seq>/11classes/*.png (11-class task ids)",
+        "  dsec/{train,test}_semantic_labels/<seq>/11classes/*.png (11-class task ids; the train folder",
+        "    name mirrors the test one and is unverified against real DSEC)",
         "",
         "synthetic.json is written last: a folder without it is incomplete.",
     ]
@@ -1467,7 +1493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=128, help="image height, multiple of 8 (default 128)")
     parser.add_argument("--width", type=int, default=256, help="image width, multiple of 8 (default 256)")
     parser.add_argument("--source-train", type=int, default=600, help="labelled RGB source scenes")
-    parser.add_argument("--target-train", type=int, default=600, help="unlabelled scenes per target modality")
+    parser.add_argument(
+        "--target-train", type=int, default=600, help="training scenes (with labels) per target modality"
+    )
     parser.add_argument(
         "--target-test", type=int, default=100, help="labelled test scenes per target modality"
     )
