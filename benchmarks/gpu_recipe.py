@@ -8,9 +8,18 @@ projections 512/128, width 128), gradient clipping 0.01, AdamW. The backbone is 
 v1-4's architecture, random weights: the same memory and time as the real weights) and the data are
 random tensors, so nothing needs downloading:
 
-    python benchmarks/gpu_recipe.py                       # GPU: eager and compiled, 5 + 20 iterations
+    python benchmarks/gpu_recipe.py                       # GPU: every mode, 5 + 20 iterations each
+    python benchmarks/gpu_recipe.py --modes recipe eager  # GPU: only these modes
     python benchmarks/gpu_recipe.py --json $OUT/recipe.json
     python benchmarks/gpu_recipe.py --smoke               # CPU, tiny stack, 64x64, narrow head: seconds
+
+Modes (what differs from the recipe):
+
+- ``recipe``: the configs as they are: eager, UNet gradient checkpointing and head activation
+  checkpointing (memory for time, sized for a 24 GiB card).
+- ``eager``: no checkpointing (a card with room: about 80 GiB).
+- ``compiled``: no checkpointing, ``compile_unet`` (``torch.compile`` of the UNet).
+- ``compiled-ckpt``: the recipe's checkpointing with ``compile_unet``.
 
 Per mode, the first ``--warmup`` iterations (compilation, cuDNN autotuning, AdamW state allocation) are
 not timed; then ``--steps`` iterations are. ``peak_allocated_gib`` is
@@ -34,9 +43,10 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch.utils.data import DataLoader, Dataset
+from random_pairs import RandomPairs
+from torch.utils.data import DataLoader
 
-from madm_pl.labels import IGNORE_INDEX, get_task
+from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
 PAPER_HEAD = {
@@ -44,6 +54,13 @@ PAPER_HEAD = {
     "head_projection_channels": 512,
     "head_decoded_channels": 128,
     "head_bottleneck_width": 128,
+}
+# mode -> (UNet gradient checkpointing and head activation checkpointing, compile_unet)
+MODES = {
+    "recipe": (True, False),
+    "eager": (False, False),
+    "compiled": (False, True),
+    "compiled-ckpt": (True, True),
 }
 SMOKE_HEAD = {
     "head_embed_dim": 16,
@@ -58,43 +75,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke", action="store_true", help="CPU, tiny stack, 64x64, narrow head, eager only: a quick check"
     )
-    parser.add_argument(
-        "--modes", nargs="+", choices=("eager", "compiled"), help="default: both (smoke: eager)"
-    )
+    parser.add_argument("--modes", nargs="+", choices=tuple(MODES), help="default: all (smoke: recipe)")
     parser.add_argument("--task", default="rgb2infrared", help="sets the classes and the DPLG/LPLR defaults")
     parser.add_argument("--warmup", type=int, help="untimed iterations per mode (default 5; smoke 1)")
     parser.add_argument("--steps", type=int, help="timed iterations per mode (default 20; smoke 2)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    args.modes = args.modes or (["eager"] if args.smoke else ["eager", "compiled"])
+    args.modes = args.modes or (["recipe"] if args.smoke else list(MODES))
     args.warmup = (1 if args.smoke else 5) if args.warmup is None else args.warmup
     args.steps = (2 if args.smoke else 20) if args.steps is None else args.steps
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be >= 1 (the first iteration allocates the AdamW state)")
     return args
-
-
-class RandomPairs(Dataset):
-    """Training items of the datamodule's contract, random: images in [0,1], labels with some 255."""
-
-    def __init__(self, size: int, num_classes: int, length: int) -> None:
-        self.size, self.num_classes, self.length = size, num_classes, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(index)
-        shape = (self.size, self.size)
-        # blocky labels (8x8 cells) so that ClassMix masks and the LPLR palette images have structure
-        cells = torch.randint(0, self.num_classes + 1, (self.size // 8, self.size // 8), generator=generator)
-        label = cells.repeat_interleave(8, 0).repeat_interleave(8, 1)
-        label[label == self.num_classes] = IGNORE_INDEX
-        return {
-            "source_image": torch.rand(3, *shape, generator=generator),
-            "source_label": label,
-            "target_image": torch.rand(3, *shape, generator=generator),
-        }
 
 
 class IterationTimer(Callback):
@@ -128,13 +120,13 @@ class IterationTimer(Callback):
             self.iterations = trainer.global_step - self.warmup
 
 
-def build_module(args: argparse.Namespace, compile_unet: bool) -> MADMModule:
-    """The module of the recipe (``configs/rgb2*.yaml``): checkpointing on, paper head (smoke: tiny)."""
+def build_module(args: argparse.Namespace, checkpointing: bool, compile_unet: bool) -> MADMModule:
+    """The module of the recipe (``configs/rgb2*.yaml``) with a mode's switches; paper head (smoke: tiny)."""
     return MADMModule(
         task=args.task,
         backbone="tiny" if args.smoke else "sd14-random",
-        unet_gradient_checkpointing=True,
-        head_activation_checkpointing=True,
+        unet_gradient_checkpointing=checkpointing,
+        head_activation_checkpointing=checkpointing,
         compile_unet=compile_unet,
         **(SMOKE_HEAD if args.smoke else PAPER_HEAD),
     )
@@ -170,11 +162,13 @@ def tap_gradient_errors(reference: MADMModule, other: MADMModule, image: torch.T
     return errors
 
 
-def compiled_gradient_errors(args: argparse.Namespace, device: torch.device, size: int) -> list[float]:
+def compiled_gradient_errors(
+    args: argparse.Namespace, device: torch.device, size: int, checkpointing: bool
+) -> list[float]:
     """``tap_gradient_errors`` of a compiled UNet (as ``configure_model`` compiles it) against eager."""
     with device:
-        eager = build_module(args, compile_unet=False)
-        compiled = build_module(args, compile_unet=True)
+        eager = build_module(args, checkpointing, compile_unet=False)
+        compiled = build_module(args, checkpointing, compile_unet=True)
     compiled.load_state_dict(eager.state_dict())
     compiled.configure_model()
     eager.to(device)
@@ -189,9 +183,10 @@ def compiled_gradient_errors(args: argparse.Namespace, device: torch.device, siz
 def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> dict[str, Any]:
     """Train ``warmup + steps`` iterations in one mode; return its row."""
     size = 64 if args.smoke else 512
-    errors = compiled_gradient_errors(args, device, size) if mode == "compiled" else None
+    checkpointing, compile_unet = MODES[mode]
+    errors = compiled_gradient_errors(args, device, size, checkpointing) if compile_unet else None
     with device:  # initialising 860M parameters on the GPU is much faster than on the CPU
-        module = build_module(args, compile_unet=mode == "compiled")
+        module = build_module(args, checkpointing, compile_unet)
     timer = IterationTimer(args.warmup)
     trainer = Trainer(
         accelerator="cpu" if device.type == "cpu" else "gpu",
@@ -241,12 +236,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device("cpu" if args.smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark measures a GPU (use --smoke for a CPU check)")
-    rows = [run_mode(args, mode, device) for mode in args.modes]
+    rows = []
+    for mode in args.modes:
+        rows.append(run_mode(args, mode, device))
+        print(f"{mode}: {json.dumps(rows[-1])}", flush=True)  # a row survives a later mode's failure
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     size = 64 if args.smoke else 512
     header = (
         f"{'tiny' if args.smoke else 'sd14-random'}, {args.task}, {size}x{size}, batch 1 x 2 accumulated, "
-        f"bf16-mixed, UNet + head checkpointing, {name}, torch {torch.__version__}"
+        f"bf16-mixed, paper-width head, {name}, torch {torch.__version__}"
     )
     print(f"\n{header}\n")
     print(

@@ -9,8 +9,11 @@ forward+backward passes (source and mixed image; each includes its VAE encode an
 UNet output), one teacher forward without gradient, and the two VAE encodes of the LPLR palettes.
 
     python benchmarks/step_cost.py                       # tiny stack, CPU, 64x64, batch 2 (the demo)
-    python benchmarks/step_cost.py --backbone sd14-random --size 512 --head-embed-dim 256 \\
-        --precision bf16-mixed --accelerator gpu          # the paper model on a GPU
+    python benchmarks/step_cost.py --data random --backbone sd14-random --size 512 --paper-head \\
+        --precision bf16-mixed --accelerator gpu          # the paper model on a GPU, random tensors
+
+``--data random`` feeds random tensors (``random_pairs.RandomPairs``) instead of the synthetic world, so
+the GPU run needs nothing on disk (and no albumentations); the loader rate is then that of the tensors.
 
 Prints a markdown report (ratio, peak memory, profiler table, loader rate) and writes it with --out.
 """
@@ -22,11 +25,14 @@ import resource
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
+from random_pairs import RandomPairs
+from torch.utils.data import DataLoader
 
-from madm_pl.data import CrossModalityDataModule
+from madm_pl.labels import get_task
 from madm_pl.losses import paint_palette, segmentation_loss
 from madm_pl.module import MADMModule
 
@@ -98,26 +104,16 @@ def make_trainer(args: argparse.Namespace, max_steps: int, callbacks: list[Callb
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/synthetic", help="root of the synthetic world (make data)")
-    parser.add_argument("--backbone", default="tiny")
-    parser.add_argument("--size", type=int, default=64, help="crop and test size (the demo: 64)")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--head-embed-dim", type=int, default=32)
-    parser.add_argument("--head-projection-channels", type=int, default=64)
-    parser.add_argument("--head-decoded-channels", type=int, default=32)
-    parser.add_argument("--head-bottleneck-width", type=int, default=32)
-    parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--out", help="also write the report to this markdown file")
-    args = parser.parse_args(argv)
+def make_data(args: argparse.Namespace) -> Any:
+    """The demo's datamodule on the synthetic world (rgb2infrared), or a loader of random tensors."""
+    if args.data == "random":
+        num_classes = get_task("rgb2infrared").num_classes
+        length = args.batch_size * 4 * (args.warmup + args.steps + 2)
+        return DataLoader(RandomPairs(args.size, num_classes, length), batch_size=args.batch_size)
+    from madm_pl.data import CrossModalityDataModule  # albumentations: not needed for random tensors
 
     root = Path(args.data)
-    data = CrossModalityDataModule(
+    return CrossModalityDataModule(
         task="rgb2infrared",
         source_root=str(root / "cityscapes"),
         target_root=str(root / "fmb"),
@@ -129,31 +125,85 @@ def main(argv: list[str] | None = None) -> None:
         num_workers=args.num_workers,
         rcs_min_pixels=50,
     )
-    module = MADMModule(
-        task="rgb2infrared",
-        backbone=args.backbone,
-        head_embed_dim=args.head_embed_dim,
-        head_projection_channels=args.head_projection_channels,
-        head_decoded_channels=args.head_decoded_channels,
-        head_bottleneck_width=args.head_bottleneck_width,
-        dplg_t_end=10_000,
+
+
+def train_loader(data: Any) -> DataLoader:
+    return data if isinstance(data, DataLoader) else data.train_dataloader()
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def fit(trainer: Trainer, module: MADMModule, data: Any) -> None:
+    if isinstance(data, DataLoader):
+        trainer.fit(module, train_dataloaders=data)
+    else:
+        trainer.fit(module, datamodule=data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default="data/synthetic", help="root of the synthetic world (make data), or 'random'"
     )
+    parser.add_argument("--backbone", default="tiny")
+    parser.add_argument("--size", type=int, default=64, help="crop and test size (the demo: 64)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--head-embed-dim", type=int, default=32)
+    parser.add_argument("--head-projection-channels", type=int, default=64)
+    parser.add_argument("--head-decoded-channels", type=int, default=32)
+    parser.add_argument("--head-bottleneck-width", type=int, default=32)
+    parser.add_argument(
+        "--paper-head", action="store_true", help="the paper's head widths (256/512/128/128), as the configs"
+    )
+    parser.add_argument("--checkpointing", action="store_true", help="UNet + head activation checkpointing")
+    parser.add_argument("--compile-unet", action="store_true")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--out", help="also write the report to this markdown file")
+    args = parser.parse_args(argv)
+
+    if args.paper_head:
+        args.head_embed_dim, args.head_projection_channels = 256, 512
+        args.head_decoded_channels, args.head_bottleneck_width = 128, 128
+    data = make_data(args)
+    # Initialising 860M parameters on the GPU takes seconds; on the CPU, minutes.
+    with torch.device("cuda" if args.accelerator == "gpu" else "cpu"):
+        module = MADMModule(
+            task="rgb2infrared",
+            backbone=args.backbone,
+            head_embed_dim=args.head_embed_dim,
+            head_projection_channels=args.head_projection_channels,
+            head_decoded_channels=args.head_decoded_channels,
+            head_bottleneck_width=args.head_bottleneck_width,
+            unet_gradient_checkpointing=args.checkpointing,
+            head_activation_checkpointing=args.checkpointing,
+            compile_unet=args.compile_unet,
+            dplg_t_end=10_000,
+        )
     timer = StepTimer()
     trainer = make_trainer(args, args.warmup + args.steps, [timer])
-    trainer.fit(module, data)
+    fit(trainer, module, data)
     full = timer.durations[args.warmup :]
 
     # The floor, on the same module, device, precision and a real batch.
-    batch = next(iter(data.train_dataloader()))
+    batch = next(iter(train_loader(data)))
     batch = {k: v.to(module.device) for k, v in batch.items()}
     module.train()
     autocast = trainer.precision_plugin.forward_context
     with autocast():
         floor = timed(lambda: floor_step(module, batch), args.warmup, module.device)  # warm-up
         floor = timed(lambda: floor_step(module, batch), args.steps, module.device)
+    full_median, floor_median = statistics.median(full), statistics.median(floor)
+    # Printed at once: the profiler below can take long on a large model.
+    print(f"full {full_median * 1000:.0f} ms, floor {floor_median * 1000:.0f} ms", flush=True)
 
     # Loader throughput alone, with the same workers.
-    loader = data.train_dataloader()
+    loader = train_loader(data)
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()
@@ -169,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     profile_trainer = make_trainer(args, 2, [])  # a fresh trainer counts from 0: two steps
     with torch.profiler.profile(activities=activities) as profiler:
-        profile_trainer.fit(module, data)
+        fit(profile_trainer, module, data)
     sort_key = "cuda_time_total" if module.device.type == "cuda" else "cpu_time_total"
     table = profiler.key_averages().table(sort_by=sort_key, row_limit=15)
 
@@ -177,12 +227,14 @@ def main(argv: list[str] | None = None) -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU, max allocated)"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
-    full_median, floor_median = statistics.median(full), statistics.median(floor)
     step_rate = 1 / full_median
     report = "\n".join(
         [
             f"backbone {args.backbone}, {args.size}x{args.size}, batch {args.batch_size}, "
-            f"head embed {args.head_embed_dim}, precision {args.precision}, {args.accelerator}",
+            f"head embed {args.head_embed_dim}, precision {args.precision}, {device_name(module.device)}, "
+            f"checkpointing {'on' if args.checkpointing else 'off'}, "
+            f"compiled UNet {'yes' if args.compile_unet else 'no'}, data {args.data}, "
+            f"torch {torch.__version__}",
             "",
             "| measure | value |",
             "| --- | --- |",
