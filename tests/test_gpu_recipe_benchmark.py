@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,18 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_recipe.py"
 
 @pytest.fixture(scope="module")
 def benchmark() -> dict:
-    return runpy.run_path(str(BENCHMARK))
+    sys.path.insert(0, str(BENCHMARK.parent))  # as `python benchmarks/gpu_recipe.py` has it: random_pairs
+    try:
+        return runpy.run_path(str(BENCHMARK))
+    finally:
+        sys.path.remove(str(BENCHMARK.parent))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/num_workers advice
 def test_smoke_run_times_the_recipe_step(benchmark: dict, tmp_path: Path) -> None:
     out = tmp_path / "recipe.json"
     rows = benchmark["main"](["--smoke", "--warmup", "1", "--steps", "1", "--json", str(out)])
-    assert [row["mode"] for row in rows] == ["eager"]
+    assert [row["mode"] for row in rows] == ["recipe"]
     assert rows[0]["iterations"] == 1 and rows[0]["seconds_per_iteration"] > 0
     assert rows[0]["peak_allocated_gib"] is None  # no CUDA memory on the CPU
     written = json.loads(out.read_text())
@@ -31,14 +36,14 @@ def test_smoke_run_times_the_recipe_step(benchmark: dict, tmp_path: Path) -> Non
 
 def test_tap_gradient_errors_are_zero_for_the_same_network(benchmark: dict) -> None:
     args = benchmark["parse_args"](["--smoke"])
-    module = benchmark["build_module"](args, compile_unet=False)
+    module = benchmark["build_module"](args, checkpointing=False, compile_unet=False)
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert benchmark["tap_gradient_errors"](module, copy.deepcopy(module), image) == [0.0, 0.0, 0.0]
 
 
 def test_options(benchmark: dict) -> None:
     args = benchmark["parse_args"]([])
-    assert (args.modes, args.warmup, args.steps, args.smoke) == (["eager", "compiled"], 5, 20, False)
+    assert (args.modes, args.warmup, args.steps, args.smoke) == (["recipe", "eager", "compiled", "compiled-ckpt"], 5, 20, False)
     args = benchmark["parse_args"](["--smoke", "--modes", "compiled", "--task", "rgb2event"])
     assert (args.modes, args.warmup, args.steps, args.task) == (["compiled"], 1, 2, "rgb2event")
     with pytest.raises(SystemExit):

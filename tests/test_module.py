@@ -240,7 +240,19 @@ def test_resume_equals_uninterrupted(synthetic_root: Path, tmp_path: Path) -> No
         torch.testing.assert_close(actual[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_oracle_trains_on_target_labels_only(synthetic_root: Path, tmp_path: Path) -> None:
+    module = make_module(mode="oracle", lplr_source=True)  # LPLR flags do not apply to the oracle
+    assert module.teacher is None
+    calls = count_encoder_calls(module)
+    trainer = make_trainer(tmp_path, 1)
+    data = make_data(synthetic_root, target_train_labels=True)
+    trainer.fit(module, data)
+    assert len(calls) == 1  # the target image only: no source pass, no palette, no teacher
+    logged = set(trainer.callback_metrics)
+    assert "train/loss_target" in logged and not {"train/loss_source", "train/loss_lplr_source"} & logged
+
+
 def test_oracle_without_target_labels_is_a_clear_error(synthetic_root: Path, tmp_path: Path) -> None:
     module = make_module(mode="oracle")
-    with pytest.raises(ValueError, match=r"model\.mode='oracle'"):
+    with pytest.raises(ValueError, match=r"model\.mode='oracle'.*data\.target_train_labels: true"):
         make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))

@@ -65,8 +65,8 @@ class MADMModule(LightningModule):
         head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
         head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
         head_activation_checkpointing: recompute the full-resolution head in backward.
-        mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (supervised on
-            labelled target training images; the data module must provide ``target_label``).
+        mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
+            supervised on labelled target training images only; needs ``data.target_train_labels``).
         classmix: mix source and target with ClassMix masks (off: the student trains on the target image).
         ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
         dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
@@ -219,30 +219,37 @@ class MADMModule(LightningModule):
         hp = self.hparams
         losses: dict[str, torch.Tensor] = {}
         visuals: dict[str, torch.Tensor] = {}
-        source_image, source_label = batch["source_image"], batch["source_label"]
-
-        # 2. Source: supervised CE (+ LPLR on the painted source label).
-        source_logits, source_out = self.segment(self.student, source_image)
-        losses["source"] = segmentation_loss(source_logits, source_label)
-        if hp.lplr_source and self.mode != "oracle":
-            target_latent = self.palette_latent(source_label)
-            losses["lplr_source"] = hp.lplr_source_weight * lplr_loss(
-                source_out.latent, target_latent, source_label
-            )
-        visuals.update(source_image=source_image, source_label=source_label, source_prediction=source_logits)
-        visuals["lplr_label_image"] = source_out.decoded
-
         if self.mode == "oracle":
+            # The upper bound: supervised on labelled target images only (no source, no adaptation).
             if "target_label" not in batch:
                 raise ValueError(
                     "model.mode='oracle' trains on labelled target images, but the training batches hold "
-                    "no 'target_label': the data module gives none yet (the synthetic world and the "
-                    "loaders provide target-train images only); use mode 'madm' or 'source_only'"
+                    "no 'target_label': set data.target_train_labels: true (the target dataset must have "
+                    "its training labels), or use mode 'madm' or 'source_only'"
                 )
-            oracle_logits, _ = self.segment(self.student, batch["target_image"])
-            losses["target"] = segmentation_loss(oracle_logits, batch["target_label"])
-        elif self.mode == "madm":
-            losses.update(self._target_losses(batch, generator, visuals))
+            target_logits, _ = self.segment(self.student, batch["target_image"])
+            losses["target"] = segmentation_loss(target_logits, batch["target_label"])
+            visuals.update(
+                target_image=batch["target_image"],
+                target_label=batch["target_label"],
+                target_prediction=target_logits,
+            )
+        else:
+            # 2. Source: supervised CE (+ LPLR on the painted source label).
+            source_image, source_label = batch["source_image"], batch["source_label"]
+            source_logits, source_out = self.segment(self.student, source_image)
+            losses["source"] = segmentation_loss(source_logits, source_label)
+            if hp.lplr_source:
+                target_latent = self.palette_latent(source_label)
+                losses["lplr_source"] = hp.lplr_source_weight * lplr_loss(
+                    source_out.latent, target_latent, source_label
+                )
+            visuals.update(
+                source_image=source_image, source_label=source_label, source_prediction=source_logits
+            )
+            visuals["lplr_label_image"] = source_out.decoded
+            if self.mode == "madm":
+                losses.update(self._target_losses(batch, generator, visuals))
 
         loss = sum(losses.values())
         if not torch.isfinite(loss):
