@@ -1,0 +1,89 @@
+"""benchmarks/adapt_table.py: the methods' switches, the summary arithmetic, the markdown block."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "adapt_table.py"
+
+
+@pytest.fixture(scope="module")
+def table() -> dict:
+    return runpy.run_path(str(SCRIPT))
+
+
+def test_each_ingredient_adds_exactly_its_switches(table: dict) -> None:
+    methods = table["METHODS"]
+
+    def changed(a: str, b: str) -> dict:
+        return {k: v for k, v in methods[b].items() if methods[a][k] != v}
+
+    assert changed("self-training", "+DPLG") == {"dplg": True}
+    assert changed("self-training", "+LPLR") == {"lplr_source": True, "lplr_target": True}
+    assert changed("self-training", "MADM") == {"dplg": True, "lplr_source": True, "lplr_target": True}
+    assert methods["source-only"]["mode"] == "source_only" and methods["oracle"]["mode"] == "oracle"
+    assert (
+        methods["self-training"] | {"mode": "madm", "classmix": True, "ema": True} == methods["self-training"]
+    )
+    # every method names every switch, so none inherits one from the demo config
+    assert len({frozenset(m) for m in methods.values()}) == 1
+
+
+def _run(task: str, method: str, seed: int, miou: float) -> dict:
+    return {"task": task, "method": method, "seed": seed, "miou": miou}
+
+
+def test_summary_mean_spread_and_gap_closed(table: dict) -> None:
+    runs = [
+        _run("rgb2depth", "source-only", 0, 10.0),
+        _run("rgb2depth", "source-only", 1, 14.0),
+        _run("rgb2depth", "oracle", 0, 40.0),
+        _run("rgb2depth", "oracle", 1, 44.0),
+        _run("rgb2depth", "MADM", 0, 27.0),
+        _run("rgb2depth", "MADM", 1, 21.0),
+        _run("rgb2depth", "self-training", 0, 30.0),
+        _run("rgb2depth", "self-training", 1, 20.0),
+    ]
+    methods = ["source-only", "oracle", "self-training", "MADM"]
+    summary = table["summarise"](runs, ["rgb2depth"], methods)
+    cells = summary["cells"]["rgb2depth"]
+    assert cells["MADM"]["mean"] == 24.0 and cells["MADM"]["min"] == 21.0 and cells["MADM"]["max"] == 27.0
+    assert cells["MADM"]["std"] == pytest.approx(18**0.5)  # sample std of (27, 21)
+    # (24 - 12) / (42 - 12): 40 % of the source-only-to-oracle gap
+    assert cells["MADM"]["gap_closed"] == pytest.approx(0.4)
+    assert cells["source-only"]["gap_closed"] == 0.0 and cells["oracle"]["gap_closed"] == 1.0
+    # seed 0: self-training 30 > MADM 27; seed 1: MADM 21 > 20: the ranking flips
+    assert summary["rank_by_seed"]["rgb2depth"] == {
+        0: ["self-training", "MADM"],
+        1: ["MADM", "self-training"],
+    }
+
+    text = table["markdown_table"](summary, ["rgb2depth"], methods)
+    assert "| MADM | 24.0 ± 4.2 (+40 %) |" in text
+    assert "| source-only | 12.0 ± 2.8 |" in text
+
+
+def test_gap_closed_needs_both_ends(table: dict) -> None:
+    runs = [_run("rgb2event", "MADM", 0, 20.0), _run("rgb2event", "source-only", 0, 10.0)]
+    summary = table["summarise"](runs, ["rgb2event"], ["source-only", "MADM"])
+    assert summary["cells"]["rgb2event"]["MADM"]["gap_closed"] is None
+
+
+def test_markdown_block_is_replaced_between_markers(table: dict) -> None:
+    start, end = table["MARK_START"], table["MARK_END"]
+    document = f"# B\n\nbefore\n{start}\nold table\n{end}\nafter\n"
+    new = table["replace_between_markers"](document, "new table")
+    assert new == f"# B\n\nbefore\n{start}\nnew table\n{end}\nafter\n"
+    with pytest.raises(ValueError, match="adapt-table:start"):
+        table["replace_between_markers"]("no markers", "x")
+
+
+def test_a_changed_setup_never_reuses_a_run(table: dict) -> None:
+    key = table["run_key"]
+    setup = {"iterations": 300, "backbone": "priors/tiny", "ema_max_alpha": 0.99, "data": "data/synthetic"}
+    assert key("rgb2depth", "MADM", 0, setup) == key("rgb2depth", "MADM", 0, dict(setup))
+    assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 0, setup | {"iterations": 400})
+    assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 1, setup)
