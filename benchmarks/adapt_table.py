@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--iterations",
         type=int,
         default=300,
-        help="training iterations per run (DPLG's end scales with it, as in the demo config)",
+        help="training iterations per run (DPLG keeps the demo config's end: 320, depth 200)",
     )
     parser.add_argument(
         "--ema-max-alpha",
@@ -94,26 +94,32 @@ def run_key(task: str, method: str, seed: int, setup: dict[str, Any]) -> str:
     return json.dumps({"task": task, "method": method, "seed": seed, **setup}, sort_keys=True)
 
 
-def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
-    """One run: the demo config of ``job["task"]`` with the method's switches; returns its scores."""
-    import torch  # imported in the worker, after OMP_NUM_THREADS is set
-    from lightning.pytorch import Trainer, seed_everything
+def build_run(job: dict[str, Any], target_train_labels: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """The module, datamodule and Trainer arguments of one run: the demo config of ``job["task"]``
+    with the method's switches, the job's seed, backbone and EMA cap, and ``setup["iterations"]``.
+
+    DPLG keeps the demo config's ``dplg_t_end`` (320 iterations; depth 200). The target training
+    labels are loaded for the oracle, or when ``target_train_labels`` (a diagnostic: the other methods
+    never read them, and the data's random draws are the same either way).
+    """
+    from lightning.pytorch import seed_everything
 
     from madm_pl.data import CrossModalityDataModule
     from madm_pl.module import MADMModule
 
-    torch.set_num_threads(1)
     task, method, seed, setup = job["task"], job["method"], job["seed"], job["setup"]
     config = yaml.safe_load(Path("configs", "demo", f"{task}.yaml").read_text())
     model_args = {**config["model"]["init_args"], **METHODS[method]}
     model_args.update(task=task, backbone=setup["backbone"], seed=seed, ema_max_alpha=setup["ema_max_alpha"])
-    data_args = dict(config["data"]["init_args"], seed=seed, target_train_labels=method == "oracle")
+    data_args = dict(
+        config["data"]["init_args"], seed=seed, target_train_labels=target_train_labels or method == "oracle"
+    )
     for key in ("source_root", "target_root"):
         data_args[key] = str(Path(setup["data"], Path(data_args[key]).name))
     seed_everything(seed, verbose=False)
     module = MADMModule(**model_args)
     data = CrossModalityDataModule(**data_args)
-    trainer = Trainer(
+    trainer_args = dict(
         accelerator="cpu",
         devices=1,
         max_steps=setup["iterations"],
@@ -126,6 +132,17 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    return module, data, trainer_args
+
+
+def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
+    """One run (``build_run``), then the mIoU on the target test split; returns its scores."""
+    import torch  # imported in the worker, after OMP_NUM_THREADS is set
+    from lightning.pytorch import Trainer
+
+    torch.set_num_threads(1)
+    module, data, trainer_args = build_run(job)
+    trainer = Trainer(**trainer_args)
     start = time.perf_counter()
     trainer.fit(module, data)
     train_seconds = time.perf_counter() - start
@@ -133,10 +150,10 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
     scores = module.last_scores
     return {
         "key": job["key"],
-        "task": task,
-        "method": method,
-        "seed": seed,
-        **setup,
+        "task": job["task"],
+        "method": job["method"],
+        "seed": job["seed"],
+        **job["setup"],
         "miou": 100 * float(scores["miou"]),
         "iou": {name: 100 * float(v) for name, v in zip(module.task.classes, scores["iou"], strict=True)},
         "train_seconds": train_seconds,

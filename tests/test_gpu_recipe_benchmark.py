@@ -43,7 +43,12 @@ def test_tap_gradient_errors_are_zero_for_the_same_network(benchmark: dict) -> N
 
 def test_options(benchmark: dict) -> None:
     args = benchmark["parse_args"]([])
-    assert (args.modes, args.warmup, args.steps, args.smoke) == (["recipe", "eager", "compiled", "compiled-ckpt"], 5, 20, False)
+    assert (args.modes, args.warmup, args.steps, args.smoke) == (
+        ["recipe", "eager", "compiled", "compiled-ckpt"],
+        5,
+        20,
+        False,
+    )
     args = benchmark["parse_args"](["--smoke", "--modes", "compiled", "--task", "rgb2event"])
     assert (args.modes, args.warmup, args.steps, args.task) == (["compiled"], 1, 2, "rgb2event")
     with pytest.raises(SystemExit):

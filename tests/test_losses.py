@@ -26,6 +26,7 @@ from madm_pl.losses import (
     mix,
     mixed_weight,
     paint_palette,
+    pixel_accuracy,
     pseudo_label,
     segmentation_loss,
     strong_augment,
@@ -357,3 +358,10 @@ def test_miou_with_torchmetrics_confusion_and_ignore():
     assert per_class(preds, target).tolist() == [0.5, 1.0, 0.0, 0.0]
     macro = MulticlassJaccardIndex(num_classes=4, average="macro", ignore_index=255)
     assert macro(preds, target).item() == pytest.approx(miou)
+
+
+def test_pixel_accuracy_counts_labelled_pixels_only() -> None:
+    prediction = torch.tensor([[[0, 1], [2, 3]]])
+    label = torch.tensor([[[0, 1], [255, 0]]])  # 3 labelled pixels, 2 right; the 255 one is skipped
+    assert pixel_accuracy(prediction, label).item() == pytest.approx(2 / 3)
+    assert pixel_accuracy(prediction, torch.full_like(label, 255)).isnan()

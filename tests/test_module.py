@@ -252,6 +252,15 @@ def test_oracle_trains_on_target_labels_only(synthetic_root: Path, tmp_path: Pat
     assert "train/loss_target" in logged and not {"train/loss_source", "train/loss_lplr_source"} & logged
 
 
+def test_pseudo_label_accuracy_is_logged_with_target_labels(synthetic_root: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, 1)
+    trainer.fit(make_module(), make_data(synthetic_root, target_train_labels=True))
+    assert 0.0 <= float(trainer.callback_metrics["train/pseudo_label_accuracy"]) <= 1.0
+    trainer = make_trainer(tmp_path, 1)
+    trainer.fit(make_module(), make_data(synthetic_root))  # without target labels: nothing to compare
+    assert "train/pseudo_label_accuracy" not in trainer.callback_metrics
+
+
 def test_oracle_without_target_labels_is_a_clear_error(synthetic_root: Path, tmp_path: Path) -> None:
     module = make_module(mode="oracle")
     with pytest.raises(ValueError, match=r"model\.mode='oracle'.*data\.target_train_labels: true"):

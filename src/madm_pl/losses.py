@@ -343,6 +343,21 @@ def dplg_timestep(iteration: int, t0: int, t_end: int) -> int:
 # Pseudo-labels (SPEC section 4, step 4)
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
+def pixel_accuracy(prediction: Tensor, label: Tensor) -> Tensor:
+    """Share of the labelled pixels (label != 255) where ``prediction == label``; NaN with none.
+
+    Args:
+        prediction: (B,H,W) int64 class ids.
+        label: (B,H,W) int64 class ids or 255.
+
+    Returns:
+        Scalar float32 in [0, 1].
+    """
+    valid = label != IGNORE_INDEX
+    return ((prediction == label) & valid).sum().float() / valid.sum().float()
+
+
+@torch.no_grad()
 def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tensor]:
     """Teacher pseudo-labels and their confidence weight q, one per sample.
 

@@ -30,6 +30,7 @@ from madm_pl.losses import (
     mix,
     mixed_weight,
     paint_palette,
+    pixel_accuracy,
     pseudo_label,
     segmentation_loss,
     strong_augment,
@@ -285,6 +286,10 @@ class MADMModule(LightningModule):
             target_pseudo_label, confidence = pseudo_label(teacher_logits, hp.pseudo_label_threshold)
         self.log("train/dplg_timestep", float(timestep))
         self.log("train/pseudo_label_weight", confidence.mean())
+        if "target_label" in batch:
+            # Only with data.target_train_labels (a diagnostic; the method never reads these labels).
+            accuracy = pixel_accuracy(target_pseudo_label, batch["target_label"])
+            self.log("train/pseudo_label_accuracy", accuracy)
 
         if mask is not None:
             mixed_image = mix(mask, source_image, target_image)
