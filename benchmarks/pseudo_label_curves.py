@@ -44,9 +44,10 @@ def curve(job: dict[str, Any]) -> dict[str, Any]:
                     row[name] = float(metrics[f"train/{name}"])
             steps.append(row)
 
-        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        def on_validation_end(self, trainer, pl_module) -> None:
+            # after the module's on_validation_epoch_end, which scores the epoch (callbacks run first)
             tests.append(
-                {"iteration": trainer.global_step, "miou": 100 * float(pl_module.last_scores["miou"])}
+                {"iteration": trainer.global_step, "miou": float(trainer.callback_metrics["val/miou"])}
             )
 
     trainer_args.update(
