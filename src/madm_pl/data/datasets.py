@@ -20,6 +20,7 @@ Datasets only read; nothing is written under ``root``.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,7 +109,7 @@ def read_file_list(
     return images, labels
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(Dataset, ABC):
     """Base of the datasets: a sorted list of image files and, for labelled splits, their labels.
 
     Subclasses describe their layout with ``_folders`` (which must exist), ``_scan`` (image files)
@@ -183,14 +184,17 @@ class SegmentationDataset(Dataset):
     def _label_table(self) -> np.ndarray:
         return self.task.target_map
 
+    @abstractmethod
     def _folders(self) -> list[str]:
-        raise NotImplementedError
+        """Folders under ``root`` that this split must have (checked with a clear error)."""
 
+    @abstractmethod
     def _scan(self) -> list[Path]:
-        raise NotImplementedError
+        """The split's image files, sorted (used when no file list is given)."""
 
+    @abstractmethod
     def _label_of(self, relative_image: Path) -> Path:
-        raise NotImplementedError
+        """The label file of an image, both relative to ``root``."""
 
     def _checked_label(self, image: Path) -> Path:
         label = self.root / self._label_of(image.relative_to(self.root))
