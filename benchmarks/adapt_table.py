@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import BARE_TRAINER
 
 TASKS = ("rgb2depth", "rgb2infrared", "rgb2event")
 _SELF_TRAINING = {"mode": "madm", "classmix": True, "ema": True}
@@ -125,12 +126,7 @@ def build_run(job: dict[str, Any], target_train_labels: bool = False) -> tuple[A
         max_steps=setup["iterations"],
         gradient_clip_val=config["trainer"]["gradient_clip_val"],
         gradient_clip_algorithm=config["trainer"]["gradient_clip_algorithm"],
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **BARE_TRAINER,
     )
     return module, data, trainer_args
 
@@ -164,14 +160,8 @@ def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run every missing (task, method, seed) and return the results of the requested ones."""
-    setup = {
-        "iterations": args.iterations,
-        "backbone": args.backbone,
-        "ema_max_alpha": args.ema_max_alpha,
-        "data": str(args.data),
-    }
+def run_all(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Train every requested (task, method, seed) not yet in ``--runs``; return every known run by key."""
     done = {}
     if args.runs.is_file():
         for line in args.runs.read_text().splitlines():
@@ -200,7 +190,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 f"mIoU {row['miou']:.1f} ({row['train_seconds']:.0f} s)",
                 flush=True,
             )
-    return [done[j["key"]] for j in jobs]
+    return done
 
 
 def summarise(runs: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> dict[str, Any]:
@@ -314,9 +304,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    runs = run_all(args)
-    # The table covers every task with results for this setup, not only the tasks of this call.
-    setup_runs = _same_setup(args, runs)
+    setup = {
+        "iterations": args.iterations,
+        "backbone": args.backbone,
+        "ema_max_alpha": args.ema_max_alpha,
+        "data": str(args.data),
+    }
+    done = run_all(args, setup)
+    # The table covers every task and method with runs of this setup, not only those of this call.
+    setup_runs = sorted(
+        (r for r in done.values() if r["seed"] in args.seeds and all(r[k] == v for k, v in setup.items())),
+        key=lambda r: (TASKS.index(r["task"]), list(METHODS).index(r["method"]), r["seed"]),
+    )
     tasks = [t for t in TASKS if any(r["task"] == t for r in setup_runs)]
     methods = [m for m in METHODS if any(r["method"] == m for r in setup_runs)]
     summary = summarise(setup_runs, tasks, methods)
@@ -334,28 +333,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.markdown.is_file():
         _write_atomic(args.markdown, replace_between_markers(args.markdown.read_text(), content))
     return summary
-
-
-def _same_setup(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """This call's runs plus earlier runs of other tasks/methods/seeds with the same setup."""
-    keys = {r["key"] for r in runs}
-    rows = list(runs)
-    if args.runs.is_file():
-        for line in args.runs.read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            same = row and all(
-                row[k] == v
-                for k, v in (
-                    ("iterations", args.iterations),
-                    ("backbone", args.backbone),
-                    ("ema_max_alpha", args.ema_max_alpha),
-                    ("data", str(args.data)),
-                )
-            )
-            if same and row["key"] not in keys and row["seed"] in args.seeds:
-                rows.append(row)
-                keys.add(row["key"])
-    return rows
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import BARE_TRAINER, RandomPairs
 from lightning.pytorch import Callback, LightningModule, Trainer
-from random_pairs import RandomPairs
 from torch.utils.data import DataLoader
 
 from madm_pl.labels import get_task
@@ -196,12 +196,7 @@ def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> dict[
         accumulate_grad_batches=2,
         gradient_clip_val=0.01,
         gradient_clip_algorithm="norm",
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **BARE_TRAINER,
         callbacks=[timer],
     )
     batches = 2 * (args.warmup + args.steps)

@@ -12,7 +12,7 @@ UNet output), one teacher forward without gradient, and the two VAE encodes of t
     python benchmarks/step_cost.py --data random --backbone sd14-random --size 512 --paper-head \\
         --precision bf16-mixed --accelerator gpu          # the paper model on a GPU, random tensors
 
-``--data random`` feeds random tensors (``random_pairs.RandomPairs``) instead of the synthetic world, so
+``--data random`` feeds random tensors (``common.RandomPairs``) instead of the synthetic world, so
 the GPU run needs nothing on disk (and no albumentations); the loader rate is then that of the tensors.
 
 Prints a markdown report (ratio, peak memory, profiler table, loader rate) and writes it with --out.
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import BARE_TRAINER, RandomPairs
 from lightning.pytorch import Callback, Trainer
-from random_pairs import RandomPairs
 from torch.utils.data import DataLoader
 
 from madm_pl.labels import get_task
@@ -93,12 +93,7 @@ def make_trainer(args: argparse.Namespace, max_steps: int, callbacks: list[Callb
         accelerator=args.accelerator,
         devices=1,
         precision=args.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+        **BARE_TRAINER,
         gradient_clip_val=0.01,
         callbacks=callbacks,
     )

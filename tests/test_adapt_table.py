@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "adapt_table.py"
+from tests.benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def table() -> dict:
-    return runpy.run_path(str(SCRIPT))
+    return load_script("adapt_table.py")
 
 
 def test_each_ingredient_adds_exactly_its_switches(table: dict) -> None:

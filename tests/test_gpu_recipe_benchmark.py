@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_recipe.py"
+from tests.benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def benchmark() -> dict:
-    sys.path.insert(0, str(BENCHMARK.parent))  # as `python benchmarks/gpu_recipe.py` has it: random_pairs
-    try:
-        return runpy.run_path(str(BENCHMARK))
-    finally:
-        sys.path.remove(str(BENCHMARK.parent))
+    return load_script("gpu_recipe.py")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/num_workers advice

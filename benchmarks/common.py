@@ -1,9 +1,19 @@
-"""Random training items in the datamodule's contract, for benchmarks that need no data on disk."""
+"""Shared by the benchmark scripts: random training batches and the arguments of a bare Trainer."""
 
 import torch
 from torch.utils.data import Dataset
 
 from madm_pl.labels import IGNORE_INDEX
+
+#: Trainer arguments of a bare training loop: nothing to log, save, validate or draw while timing.
+BARE_TRAINER = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "limit_val_batches": 0,
+    "num_sanity_val_steps": 0,
+}
 
 
 class RandomPairs(Dataset):
