@@ -87,6 +87,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--iterations and --workers must be >= 1")
     if not (args.data / "synthetic.json").is_file():
         parser.error(f"--data {args.data}: no synthetic world there; run `make data` first")
+    if args.markdown.is_file() and not {MARK_START, MARK_END} <= set(args.markdown.read_text().splitlines()):
+        # checked before an hour of training, not after it
+        parser.error(
+            f"--markdown {args.markdown}: add the lines {MARK_START} and {MARK_END} where the table goes"
+        )
     return args
 
 

@@ -84,3 +84,13 @@ def test_a_changed_setup_never_reuses_a_run(table: dict) -> None:
     assert key("rgb2depth", "MADM", 0, setup) == key("rgb2depth", "MADM", 0, dict(setup))
     assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 0, setup | {"iterations": 400})
     assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 1, setup)
+
+
+def test_a_markdown_file_without_markers_is_refused_before_training(table: dict, tmp_path) -> None:
+    (tmp_path / "synthetic.json").write_text("{}")
+    document = tmp_path / "B.md"
+    document.write_text("# Benchmarks\n")
+    with pytest.raises(SystemExit):
+        table["parse_args"](["--data", str(tmp_path), "--markdown", str(document)])
+    document.write_text(f"# Benchmarks\n{table['MARK_START']}\n{table['MARK_END']}\n")
+    assert table["parse_args"](["--data", str(tmp_path), "--markdown", str(document)]).markdown == document
