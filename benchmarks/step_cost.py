@@ -185,14 +185,17 @@ def main(argv: list[str] | None = None) -> None:
     fit(trainer, module, data)
     full = timer.durations[args.warmup :]
 
-    # The floor, on the same module, device, precision and a real batch.
+    # The floor, on the same module, device, precision and a real batch. ``fit`` ends by moving the
+    # module back to the CPU (Lightning's teardown): put it where it trained.
+    device = trainer.strategy.root_device
+    module.to(device)
     batch = next(iter(train_loader(data)))
-    batch = {k: v.to(module.device) for k, v in batch.items()}
+    batch = {k: v.to(device) for k, v in batch.items()}
     module.train()
     autocast = trainer.precision_plugin.forward_context
     with autocast():
-        floor = timed(lambda: floor_step(module, batch), args.warmup, module.device)  # warm-up
-        floor = timed(lambda: floor_step(module, batch), args.steps, module.device)
+        floor = timed(lambda: floor_step(module, batch), args.warmup, device)  # warm-up
+        floor = timed(lambda: floor_step(module, batch), args.steps, device)
     full_median, floor_median = statistics.median(full), statistics.median(floor)
     # Printed at once: the profiler below can take long on a large model.
     print(f"full {full_median * 1000:.0f} ms, floor {floor_median * 1000:.0f} ms", flush=True)
@@ -208,17 +211,18 @@ def main(argv: list[str] | None = None) -> None:
         loader_batches += 1
     loader_rate = loader_batches / (time.perf_counter() - start)
 
-    # Operator profile of one full step (a short extra fit).
+    # Operator profile of two full steps (a short extra fit). The module is already on the device, so
+    # the profile holds the steps, not the copy of the weights to the GPU.
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if module.device.type == "cuda":
+    if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     profile_trainer = make_trainer(args, 2, [])  # a fresh trainer counts from 0: two steps
     with torch.profiler.profile(activities=activities) as profiler:
         fit(profile_trainer, module, data)
-    sort_key = "cuda_time_total" if module.device.type == "cuda" else "cpu_time_total"
+    sort_key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     table = profiler.key_averages().table(sort_by=sort_key, row_limit=15)
 
-    if module.device.type == "cuda":
+    if device.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU, max allocated)"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n".join(
         [
             f"backbone {args.backbone}, {args.size}x{args.size}, batch {args.batch_size}, "
-            f"head embed {args.head_embed_dim}, precision {args.precision}, {device_name(module.device)}, "
+            f"head embed {args.head_embed_dim}, precision {args.precision}, {device_name(device)}, "
             f"checkpointing {'on' if args.checkpointing else 'off'}, "
             f"compiled UNet {'yes' if args.compile_unet else 'no'}, data {args.data}, "
             f"torch {torch.__version__}",
