@@ -168,6 +168,21 @@ def test_non_finite_loss_skips_step(synthetic_root: Path, tmp_path: Path) -> Non
     )
 
 
+def test_non_finite_gradient_skips_the_optimiser_step(tmp_path: Path) -> None:
+    module = make_module()
+    module.trainer = make_trainer(tmp_path, max_steps=1)
+    params = [p for p in module.parameters() if p.requires_grad][:3]
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    for param in params:
+        param.grad = torch.ones_like(param)
+    module.on_before_optimizer_step(optimizer)  # finite: the gradients stay
+    assert all(param.grad is not None and bool((param.grad == 1).all()) for param in params)
+    params[1].grad.view(-1)[0] = float("inf")  # one element of one parameter
+    with pytest.warns(UserWarning, match="non-finite gradient at iteration 0"):
+        module.on_before_optimizer_step(optimizer)
+    assert all(param.grad is None for param in params)  # AdamW then skips every parameter
+
+
 def test_finite_weights_guard_refuses_nan_checkpoint(tmp_path: Path) -> None:
     module = make_module()
     checkpoint = {"state_dict": {"a": torch.ones(2), "b": torch.tensor([1.0, math.nan])}}

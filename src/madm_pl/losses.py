@@ -83,7 +83,11 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
                 f"ema_update: parameter {name!r} has shape {tuple(teacher_param.shape)} in the teacher "
                 f"but {tuple(student_param.shape)} in the student"
             )
-        teacher_param.mul_(alpha).add_(student_param.detach().to(teacher_param.dtype), alpha=1.0 - alpha)
+    targets = list(teacher_params.values())
+    sources = [student_params[name].detach().to(param.dtype) for name, param in teacher_params.items()]
+    # Multi-tensor kernels: two launches for the whole model instead of two per parameter.
+    torch._foreach_mul_(targets, alpha)
+    torch._foreach_add_(targets, sources, alpha=1.0 - alpha)
 
 
 # --------------------------------------------------------------------------------------------------

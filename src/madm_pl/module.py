@@ -321,7 +321,8 @@ class MADMModule(LightningModule):
         # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
         # drop them so AdamW skips every parameter this step instead of writing NaN into the weights.
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads and not all(torch.isfinite(g).all() for g in grads):
+        # One device-to-host sync for the whole model, not one per parameter.
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             rank_zero_warn(f"non-finite gradient at iteration {self.iteration}; optimiser step skipped")
             optimizer.zero_grad(set_to_none=True)
 
