@@ -237,6 +237,15 @@ def summarise(runs: list[dict[str, Any]], tasks: Sequence[str], methods: Sequenc
     return {"cells": cells, "rank_by_seed": ranks}
 
 
+def seeds_note(runs: list[dict[str, Any]], tasks: Sequence[str]) -> str:
+    """The seeds behind the table: ``seeds [0, 1]``, or per task when the tasks have different seeds
+    (a one-task call with more seeds, next to the other tasks' earlier runs)."""
+    per_task = {task: sorted({r["seed"] for r in runs if r["task"] == task}) for task in tasks}
+    if len({tuple(seeds) for seeds in per_task.values()}) <= 1:
+        return f"seeds {next(iter(per_task.values()), [])}"
+    return "seeds " + ", ".join(f"{task} {seeds}" for task, seeds in per_task.items())
+
+
 def markdown_table(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence[str]) -> str:
     """Methods as rows, tasks as columns: ``mean ± std (gap closed %)``."""
     lines = [
@@ -325,10 +334,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods = [m for m in METHODS if any(r["method"] == m for r in setup_runs)]
     summary = summarise(setup_runs, tasks, methods)
     table = markdown_table(summary, tasks, methods)
-    seeds = sorted({r["seed"] for r in setup_runs})
     minutes = sum(r["train_seconds"] for r in setup_runs) / 60
     content = (
-        f"{args.iterations} iterations per run, seeds {seeds}, backbone `{args.backbone}`, EMA cap "
+        f"{args.iterations} iterations per run, {seeds_note(setup_runs, tasks)}, "
+        f"backbone `{args.backbone}`, EMA cap "
         f"{args.ema_max_alpha}; {len(setup_runs)} runs, {minutes:.0f} CPU-minutes of training.\n\n{table}"
     )
     print("\n" + content)

@@ -63,6 +63,16 @@ def test_summary_mean_spread_and_gap_closed(table: dict) -> None:
     assert "| source-only | 12.0 ± 2.8 |" in text
 
 
+def test_seeds_note_names_each_task_when_their_seeds_differ(table: dict) -> None:
+    same = [_run(t, "oracle", seed, 1.0) for t in ("rgb2depth", "rgb2event") for seed in (0, 1)]
+    assert table["seeds_note"](same, ["rgb2depth", "rgb2event"]) == "seeds [0, 1]"
+    mixed = same + [_run("rgb2event", "oracle", 2, 1.0)]
+    assert (
+        table["seeds_note"](mixed, ["rgb2depth", "rgb2event"])
+        == "seeds rgb2depth [0, 1], rgb2event [0, 1, 2]"
+    )
+
+
 def test_gap_closed_needs_both_ends(table: dict) -> None:
     runs = [_run("rgb2event", "MADM", 0, 20.0), _run("rgb2event", "source-only", 0, 10.0)]
     summary = table["summarise"](runs, ["rgb2event"], ["source-only", "MADM"])
