@@ -76,6 +76,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
     if teacher_params.keys() != student_params.keys():
         missing = sorted(teacher_params.keys() ^ student_params.keys())
         raise ValueError(f"ema_update: teacher and student parameters differ: {missing[:5]}")
+    targets, sources = [], []
     for name, teacher_param in teacher_params.items():
         student_param = student_params[name]
         if teacher_param.shape != student_param.shape:
@@ -83,8 +84,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
                 f"ema_update: parameter {name!r} has shape {tuple(teacher_param.shape)} in the teacher "
                 f"but {tuple(student_param.shape)} in the student"
             )
-    targets = list(teacher_params.values())
-    sources = [student_params[name].detach().to(param.dtype) for name, param in teacher_params.items()]
+        targets.append(teacher_param)
+        sources.append(student_param.detach().to(teacher_param.dtype))
     # Multi-tensor kernels: two launches for the whole model instead of two per parameter.
     torch._foreach_mul_(targets, alpha)
     torch._foreach_add_(targets, sources, alpha=1.0 - alpha)
