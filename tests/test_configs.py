@@ -65,6 +65,7 @@ COMMON_MODEL = {
     "head_activation_checkpointing": True,
     "mode": "madm",
     "classmix": True,
+    "classmix_include_ignore": True,
     "ema": True,
     "dplg": True,
     "ema_max_alpha": 0.999,

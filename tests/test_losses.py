@@ -85,9 +85,9 @@ def _classes_under(mask: torch.Tensor, label: torch.Tensor) -> set[int]:
     return set(label[mask[0] > 0].unique().tolist())
 
 
-def test_classmix_takes_exactly_half_of_present_classes_never_ignore():
+def test_classmix_without_ignore_takes_exactly_half_of_present_classes_never_ignore():
     label = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3], [255, 255, 3, 3], [0, 0, 1, 1]])
-    mask = classmix_masks(label[None], generator(0))
+    mask = classmix_masks(label[None], generator(0), include_ignore=False)
     assert mask.shape == (1, 1, 4, 4) and mask.dtype == torch.float32
     chosen = _classes_under(mask[0], label)
     assert len(chosen) == 2 and chosen <= {0, 1, 2, 3}
@@ -100,8 +100,25 @@ def test_classmix_takes_exactly_half_of_present_classes_never_ignore():
 @pytest.mark.parametrize(("present", "expected"), [([4, 7, 9], 2), ([5], 1), ([0, 1, 2, 3, 4], 3)])
 def test_classmix_rounds_up(present, expected):
     label = torch.tensor([*present, 255]).reshape(1, 1, -1)
-    mask = classmix_masks(label, generator(3))
+    mask = classmix_masks(label, generator(3), include_ignore=False)
     assert len(_classes_under(mask[0], label[0])) == expected
+
+
+def test_classmix_with_ignore_draws_255_like_a_class_as_the_reference():
+    # Values {0, 1, 2, 3, 255}: n = 5, so ceil(5/2) = 3 values are pasted, 255 among them 3/5 of the time.
+    label = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3], [255, 255, 3, 3], [0, 0, 1, 1]])
+    drawn_ignore = 0
+    for seed in range(200):
+        mask = classmix_masks(label[None], generator(seed))  # include_ignore=True is the default
+        chosen = _classes_under(mask[0], label)
+        assert len(chosen) == 3 and chosen <= {0, 1, 2, 3, 255}
+        assert torch.equal(mask[0, 0].bool(), torch.isin(label, torch.tensor(sorted(chosen))))
+        drawn_ignore += IGNORE_INDEX in chosen
+    assert 0.5 < drawn_ignore / 200 < 0.7
+    # Without the ignore label the same label has n = 4: 2 classes, never 255.
+    for seed in range(20):
+        chosen = _classes_under(classmix_masks(label[None], generator(seed), include_ignore=False)[0], label)
+        assert len(chosen) == 2 and IGNORE_INDEX not in chosen
 
 
 def test_classmix_per_sample_seeded_and_all_ignore():
@@ -112,8 +129,10 @@ def test_classmix_per_sample_seeded_and_all_ignore():
     assert first.sum(dim=(1, 2, 3)).tolist() == [2.0, 2.0]
     masks = {tuple(classmix_masks(labels, generator(seed)).flatten().tolist()) for seed in range(20)}
     assert len(masks) > 1
-    empty = classmix_masks(torch.full((1, 2, 2), 255), generator(0))
+    empty = classmix_masks(torch.full((1, 2, 2), 255), generator(0), include_ignore=False)
     assert not empty.any()
+    # With the ignore label drawn like a class, an all-ignore label has one value, which is pasted.
+    assert classmix_masks(torch.full((1, 2, 2), 255), generator(0)).all()
 
 
 def test_mix_images_and_labels():

@@ -94,26 +94,30 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
 # --------------------------------------------------------------------------------------------------
 # ClassMix (SPEC section 4, step 3)
 # --------------------------------------------------------------------------------------------------
-def classmix_masks(labels: Tensor, generator: torch.Generator) -> Tensor:
+def classmix_masks(labels: Tensor, generator: torch.Generator, include_ignore: bool = True) -> Tensor:
     """Per-sample ClassMix masks: half of the classes present in each label, rounded up.
 
-    For each sample, the n classes present (``IGNORE_INDEX`` excluded) are shuffled with
-    ``generator`` and the first ``ceil(n / 2)`` are kept; the mask is 1 where the pixel's class is
-    kept. (The reference draws from the unique classes of the whole per-GPU batch, ignore label
-    included; SPEC section 4, step 3 takes them per sample, without 255.)
+    For each sample, the n distinct values of its label are shuffled with ``generator`` and the first
+    ``ceil(n / 2)`` are kept; the mask is 1 where the pixel's value is kept. With ``include_ignore``
+    (the reference's draw: ``torch.unique`` over the per-GPU batch, i.e. the one image of the recipe,
+    ``IGNORE_INDEX`` included) the ignore label counts as a class: when it is drawn, the ignored source
+    pixels are pasted with label 255 and count in no loss. Without it, only train ids are drawn and
+    ignored source pixels are never pasted.
 
     Args:
         labels: (B,H,W) int64 source labels, train ids or ``IGNORE_INDEX``.
         generator: random source; one ``randperm`` per sample, in batch order.
+        include_ignore: draw 255 like a class (the reference, SPEC section 4.3) or leave it out.
 
     Returns:
-        (B,1,H,W) float32 in {0, 1}, on ``labels.device``; all zeros for a label that is all ignore.
+        (B,1,H,W) float32 in {0, 1}, on ``labels.device``; without ``include_ignore`` all zeros for a
+        label that is all ignore.
     """
     if labels.dim() != 3:
         raise ValueError(f"classmix_masks: labels must be (B,H,W), got shape {tuple(labels.shape)}")
     masks = []
     for label in labels:
-        classes = torch.unique(label[label != IGNORE_INDEX])
+        classes = torch.unique(label if include_ignore else label[label != IGNORE_INDEX])
         order = torch.randperm(classes.numel(), generator=generator, device=generator.device)
         chosen = classes[order[: (classes.numel() + 1) // 2].to(classes.device)]
         masks.append(torch.isin(label, chosen))

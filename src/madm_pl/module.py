@@ -69,6 +69,9 @@ class MADMModule(LightningModule):
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
             supervised on labelled target training images only; needs ``data.target_train_labels``).
         classmix: mix source and target with ClassMix masks (off: the student trains on the target image).
+        classmix_include_ignore: ClassMix draws the ignore label 255 like a class, as the reference does
+            (``torch.unique`` of the source label, 255 included), so ignored source regions are pasted about
+            half the time and their pixels count in no loss; off: only train ids are drawn.
         ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
         dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
         lplr_source: LPLR latent regression on the source palette image.
@@ -99,6 +102,7 @@ class MADMModule(LightningModule):
         head_activation_checkpointing: bool = False,
         mode: Mode = "madm",
         classmix: bool = True,
+        classmix_include_ignore: bool = True,
         ema: bool = True,
         dplg: bool = True,
         lplr_source: bool = True,
@@ -272,7 +276,7 @@ class MADMModule(LightningModule):
         target_image = batch["target_image"]
 
         # 3. ClassMix masks (per sample, half of the source classes).
-        mask = classmix_masks(source_label, generator) if hp.classmix else None
+        mask = classmix_masks(source_label, generator, hp.classmix_include_ignore) if hp.classmix else None
 
         # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep.
         timestep = 0

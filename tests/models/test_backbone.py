@@ -54,16 +54,24 @@ def test_taps_have_the_tiny_channels_at_strides_32_16_8(backbone, height, width)
     assert output.decoded.shape == (2, 3, height, width)
 
 
-def test_decoded_is_detached_full_resolution_and_in_range():
+def test_decoded_is_detached_full_resolution_and_the_raw_decode():
     backbone = DiffusionBackbone("tiny")
     conditioning = make_conditioning(backbone)
     output = backbone(random_image(1, 64, 64), 0, *conditioning(backbone.uncond))
     assert output.latent.requires_grad and all(feature.requires_grad for feature in output.features)
     assert not output.decoded.requires_grad and output.decoded.grad_fn is None
     assert output.decoded.shape == (1, 3, 64, 64)
-    assert output.decoded.min() >= -1 and output.decoded.max() <= 1
     # The decoding is exactly decode(latent).
     torch.testing.assert_close(output.decoded, backbone.decode(output.latent))
+
+
+def test_decode_is_not_clipped_so_the_head_reads_values_outside_minus_one_one():
+    # The reference feeds the head the raw decode and clips only its visualisation copy (SPEC section 3).
+    backbone = DiffusionBackbone("tiny")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 50
+    raw = backbone.vae.decode(latent / backbone.vae.config.scaling_factor).sample
+    assert raw.abs().max() > 1  # this latent decodes outside [-1, 1] ...
+    torch.testing.assert_close(backbone.decode(latent), raw)  # ... and decode() keeps those values
 
 
 def test_vae_frozen_and_in_eval_mode_after_train():

@@ -122,3 +122,57 @@ def test_activation_checkpointing_gives_the_same_logits_gradients_and_statistics
     # BatchNorm running statistics are updated once, not again by the recomputation.
     for got, want in zip(checkpointed.buffers(), plain.buffers()):
         torch.testing.assert_close(got, want)
+
+
+# ------------------------------------------------------------ initialisation (the reference's blocks)
+def _kaiming_fan_out_std(conv: nn.Conv2d) -> float:
+    # detectron2 c2_msra_fill / mmcv kaiming_init: N(0, 2 / fan_out), fan_out = out * kh * kw.
+    out_channels, _, kh, kw = conv.weight.shape
+    return (2.0 / (out_channels * kh * kw)) ** 0.5
+
+
+def _default_bound(conv: nn.Conv2d) -> float:
+    # PyTorch's Conv2d / Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups * kh * kw.
+    _, in_per_group, kh, kw = conv.weight.shape
+    return (1.0 / (in_per_group * kh * kw)) ** 0.5
+
+
+def test_initialisation_follows_detectron2_and_mmcv_per_layer():
+    torch.manual_seed(0)
+    # The paper's widths on a SD-sized s32 tap, so that every layer has enough weights for a std estimate.
+    head = MADMHead((1280, 640, 320), num_classes=9)
+    kaiming = {
+        # name -> conv; the 1x1 1280 -> 128 conv: std sqrt(2/128) = 0.125 (PyTorch default: 0.016)
+        "projection s32 conv1": head.feature_projections[0].conv1,
+        "projection s32 conv2": head.feature_projections[0].conv2,
+        "projection s32 conv3": head.feature_projections[0].conv3,
+        "projection s32 shortcut": head.feature_projections[0].shortcut[0],
+        "decoded conv1": head.decoded_projection.conv1,
+        "decoded shortcut": head.decoded_projection.shortcut[0],
+        "aspp 1x1": head.aspp[0][0],
+        "aspp depthwise d6": head.aspp[1][0][0],  # (1024,1,3,3): std sqrt(2/9216) = 0.0147 (default 0.19)
+        "aspp pointwise d6": head.aspp[1][1][0],
+        "aspp depthwise d18": head.aspp[3][0][0],
+        "fuse 3x3": head.fuse[0],  # 3x3 1024 -> 256: std sqrt(2/2304) = 0.029
+    }
+    assert _kaiming_fan_out_std(head.feature_projections[0].conv1) == pytest.approx(0.125)
+    assert _kaiming_fan_out_std(head.fuse[0]) == pytest.approx(0.02946, abs=1e-4)
+    for name, conv in kaiming.items():
+        expected = _kaiming_fan_out_std(conv)
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.06), name
+        assert abs(conv.weight.mean().item()) < 0.1 * expected, name
+        assert conv.bias is None, name
+    # The linear embeddings and the classifier keep PyTorch's default (uniform within the bound).
+    for name, conv in {
+        "embedding s32": head.feature_embeddings[0],
+        "decoded embedding": head.decoded_embedding,
+        "classifier": head.classifier,
+    }.items():
+        bound = _default_bound(conv)
+        assert conv.weight.abs().max().item() <= bound, name
+        # uniform on [-b, b] has std b / sqrt(3)
+        assert conv.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1), name
+        assert conv.bias is not None and conv.bias.abs().max().item() <= bound, name
+    for norm in head.modules():
+        if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
+            assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)

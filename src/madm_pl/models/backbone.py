@@ -23,7 +23,9 @@ class BackboneOutput:
     Attributes:
         features: [stride 32, stride 16, stride 8] UNet taps, (B,C_i,H/s,W/s) float, with gradient.
         latent: (B,4,H/8,W/8) float, the UNet's final output (LPLR's "before decoder" prediction).
-        decoded: (B,3,H,W) float in [-1,1], ``latent`` decoded by the frozen VAE, detached.
+        decoded: (B,3,H,W) float, ``latent`` decoded by the frozen VAE, detached and NOT clipped: the head
+            reads the raw decode, as in the reference (which clips only the copy it visualises). Mostly in
+            [-1,1]; pictures clip it (the image logger does).
     """
 
     features: list[Tensor]
@@ -154,14 +156,17 @@ class DiffusionBackbone(nn.Module):
     def decode(self, latent: Tensor) -> Tensor:
         """Decode latents to images with the frozen VAE decoder, without gradient.
 
+        The decode is not clipped: the reference feeds the raw ``decoder_output.detach()`` to the head
+        (``ldm_diffusers.py``) and clips only the copy it returns for visualisation.
+
         Args:
             latent: (B,4,h,w) float, SD's latent scale.
 
         Returns:
-            (B,3,8h,8w) float (the VAE's dtype) in [-1,1] (clipped).
+            (B,3,8h,8w) float (the VAE's dtype), mostly in [-1,1] but not clipped to it.
         """
         latent = latent.to(self.vae.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latent).sample.clamp(-1.0, 1.0)
+        return self.vae.decode(latent).sample
 
     def fixed_noise(self, height: int, width: int) -> Tensor:
         """The fixed noise for a latent size.
@@ -224,7 +229,7 @@ class DiffusionBackbone(nn.Module):
 
         Returns:
             :class:`BackboneOutput`: taps [s32, s16, s8], the UNet output latent (B,4,H/8,W/8) and its
-            decoding (B,3,H,W) in [-1,1], detached.
+            decoding (B,3,H,W), detached and not clipped.
 
         Raises:
             ValueError: the image size is not a multiple of :attr:`size_divisor`.

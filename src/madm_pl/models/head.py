@@ -5,7 +5,14 @@ Verified against the reference (XiaRho/MADM): the projections are detectron2 ``B
 is ``DAFormerHead`` with ``mlp`` embeddings and a separable ``aspp`` fusion without pooling
 (``modeling/sem_seg_head/daformer_head.py``, ``config_files/common/models/mtmadise_multi_lora.py``), and
 the decoded image enters as the finest level "s0" with a 3 -> 128 projection (the task configs).
-Weights use PyTorch's default initialisation (SPEC section 3), not detectron2's / mmcv's He init.
+
+Initialisation follows the reference's building blocks (SPEC section 3): every convolution of a projection
+gets detectron2's ``c2_msra_fill`` (``BottleneckBlock.__init__``) and every ASPP / fusion convolution
+mmcv's ``ConvModule.init_weights`` (``kaiming_init``): both are Kaiming normal, fan-out, ReLU gain, bias 0,
+i.e. std = sqrt(2 / (out_channels * kh * kw)). Norm layers start at weight 1, bias 0. The per-level linear
+embeddings (the reference's ``MLP``, an ``nn.Linear``) and the classifier (``conv_seg``: the head's
+``init_weights`` is never called) keep PyTorch's default. A 1x1 conv's default equals ``nn.Linear``'s
+(Kaiming uniform with a = sqrt(5) on fan-in, bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
 """
 
 import contextlib
@@ -26,12 +33,25 @@ ASPP_DILATIONS = (1, 6, 12, 18)
 DROPOUT = 0.1
 
 
+def kaiming_fan_out_(conv: nn.Conv2d) -> nn.Conv2d:
+    """In place: Kaiming normal, fan-out mode, ReLU gain; bias 0. Returns ``conv``.
+
+    detectron2's ``c2_msra_fill`` and mmcv's ``kaiming_init`` (defaults) are both this:
+    std = sqrt(2 / fan_out) with fan_out = out_channels * kh * kw (for a depthwise conv too: the weight
+    is (C, 1, kh, kw), so its fan-out is C * kh * kw).
+    """
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class Bottleneck(nn.Module):
     """One ResNet bottleneck block with GroupNorm (detectron2 ``BottleneckBlock``, stride 1).
 
     conv1x1 (in -> width) + GN + ReLU, conv3x3 (width -> width) + GN + ReLU, conv1x1 (width -> out) + GN,
     plus the shortcut (a 1x1 conv + GN projection when in != out, else identity), then ReLU. Convs have no
-    bias (GN follows each).
+    bias (GN follows each) and start from ``kaiming_fan_out_`` (detectron2's ``c2_msra_fill``).
 
     Args:
         in_channels: input channels.
@@ -57,6 +77,9 @@ class Bottleneck(nn.Module):
             )
         else:
             self.shortcut = nn.Identity()
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                kaiming_fan_out_(module)
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x: (B,in,H,W) float. Returns: (B,out,H,W) float, >= 0."""
@@ -67,9 +90,10 @@ class Bottleneck(nn.Module):
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, **conv_kwargs) -> nn.Sequential:
-    # mmcv's ConvModule with a BN norm: the conv has no bias because BN follows.
+    # mmcv's ConvModule with a BN norm: the conv has no bias because BN follows; its constructor runs
+    # kaiming_init (fan-out, normal) on the conv and sets the norm to weight 1, bias 0 (BN's default).
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, bias=False, **conv_kwargs),
+        kaiming_fan_out_(nn.Conv2d(in_channels, out_channels, kernel_size, bias=False, **conv_kwargs)),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -95,6 +119,8 @@ class MADMHead(nn.Module):
        each conv followed by BN + ReLU, ``embed_dim`` channels each; then a 3x3 conv
        4 * embed_dim -> embed_dim + BN + ReLU.
     5. Dropout2d(0.1) and a 1x1 conv to the classes.
+
+    Initialisation: the reference's (see the module docstring); embeddings and classifier PyTorch's default.
 
     Everything from step 1's decoded projection on runs at full resolution: that is where the memory goes
     (SPEC section 6b). ``activation_checkpointing`` recomputes that part in the backward pass instead of
@@ -151,7 +177,8 @@ class MADMHead(nn.Module):
 
         Args:
             features: [s32, s16, s8] UNet taps, (B,C_i,H/32,W/32), (B,C_i,H/16,W/16), (B,C_i,H/8,W/8) float.
-            decoded: (B,3,H,W) float in [-1,1], the decoded UNet output.
+            decoded: (B,3,H,W) float, the decoded UNet output, NOT clipped (mostly in [-1,1], but the raw
+                decode may leave it, as in the reference).
 
         Returns:
             (B,num_classes,H,W) float, unnormalised logits.
