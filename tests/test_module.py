@@ -195,15 +195,28 @@ def test_finite_weights_guard_refuses_nan_checkpoint(tmp_path: Path) -> None:
 
 
 def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) -> None:
-    module = make_module(lr=5e-6, weight_decay=0.05)
+    module = make_module(lr=5e-6, weight_decay=0.05, head_lr_multiplier=10.0)
     trainer = make_trainer(tmp_path, 1000)
     module.trainer = trainer  # configure_optimizers reads trainer.max_steps
     trainer.strategy._lightning_module = module
     config = module.configure_optimizers()
-    decay, no_decay = config["optimizer"].param_groups
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    decay_ids = {id(p) for p in decay["params"]}
-    no_decay_ids = {id(p) for p in no_decay["params"]}
+    groups = {group["name"]: group for group in config["optimizer"].param_groups}
+    assert list(groups) == ["unet", "unet_no_decay", "conditioning", "head", "head_no_decay"]
+    assert {name: g["weight_decay"] for name, g in groups.items()} == {
+        "unet": 0.05,
+        "unet_no_decay": 0.0,
+        "conditioning": 0.05,
+        "head": 0.05,
+        "head_no_decay": 0.0,
+    }
+    # The head (from scratch) at 10x the UNet's and the conditioning's rate.
+    assert {name: g["initial_lr"] for name, g in groups.items()} == pytest.approx(
+        {"unet": 5e-6, "unet_no_decay": 5e-6, "conditioning": 5e-6, "head": 5e-5, "head_no_decay": 5e-5}
+    )
+    decay_ids = {id(p) for name in ("unet", "conditioning", "head") for p in groups[name]["params"]}
+    no_decay_ids = {id(p) for name in ("unet_no_decay", "head_no_decay") for p in groups[name]["params"]}
+    head_ids = {id(p) for p in module.student.head.parameters()}
+    assert head_ids == {id(p) for name in ("head", "head_no_decay") for p in groups[name]["params"]}
     conditioning = module.student.conditioning
     assert all(id(p) in decay_ids for p in conditioning.parameters())  # prompt, gates, time embedding
     for name, param in module.student.head.named_parameters():
@@ -219,6 +232,7 @@ def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) 
     assert not decay_ids & no_decay_ids
     scheduler = config["lr_scheduler"]["scheduler"]
     assert scheduler.get_last_lr()[0] == pytest.approx(5e-6 * 0.067)
+    assert scheduler.get_last_lr()[3] == pytest.approx(5e-5 * 0.067)
     assert config["lr_scheduler"]["interval"] == "step"
 
 

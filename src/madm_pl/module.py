@@ -82,7 +82,10 @@ class MADMModule(LightningModule):
         dplg_t_end: iteration at which the DPLG timestep reaches 0 (paper 8000, depth 5000).
         ema_max_alpha: the EMA momentum cap (0.999).
         pseudo_label_threshold: confidence for the pseudo-label weight q (0.968).
-        lr: AdamW learning rate for every parameter (5e-6).
+        lr: AdamW learning rate of the UNet and the conditioning (paper: 5e-6 for every parameter).
+        head_lr_multiplier: the head's (projections + DAFormer head) learning rate is ``lr`` times this
+            (paper: 1; DAFormer trains its head at 10x the backbone's rate). The head starts from scratch
+            while the UNet is pretrained.
         weight_decay: AdamW weight decay, 0 for norm layers and biases (0.05).
         seed: seed of the per-step random streams (ClassMix, augmentation, DPLG draws, dropout).
     """
@@ -114,6 +117,7 @@ class MADMModule(LightningModule):
         ema_max_alpha: float = 0.999,
         pseudo_label_threshold: float = 0.968,
         lr: float = 5e-6,
+        head_lr_multiplier: float = 1.0,
         weight_decay: float = 0.05,
         seed: int = 42,
     ) -> None:
@@ -369,13 +373,26 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5)."""
+        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5).
+
+        Parameter groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``,
+        ``conditioning`` (prompt, gates, time embedding: all decayed), ``head``, ``head_no_decay``
+        (projections and DAFormer head). Every group's learning rate is ``lr``, the head's
+        ``lr * head_lr_multiplier``; the LR factor scales all of them alike.
+        """
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
             raise ValueError("set trainer.max_steps (> 0): the MADM learning-rate schedule is per iteration")
-        decay, no_decay = [], []
+        hp = self.hparams
+        groups = []
         seen: set[int] = set()
-        for module in [self.backbone.unet, self.student]:
+        parts = (
+            ("unet", self.backbone.unet, hp.lr),
+            ("conditioning", self.student.conditioning, hp.lr),
+            ("head", self.student.head, hp.lr * hp.head_lr_multiplier),
+        )
+        for part, module, lr in parts:
+            decay, no_decay = [], []
             for submodule in module.modules():
                 for name, param in submodule.named_parameters(recurse=False):
                     if not param.requires_grad or id(param) in seen:
@@ -383,12 +400,15 @@ class MADMModule(LightningModule):
                     seen.add(id(param))
                     is_norm = isinstance(submodule, _NORM_TYPES)
                     (no_decay if is_norm or name.endswith("bias") else decay).append(param)
+            for name, params, weight_decay in (
+                (part, decay, hp.weight_decay),
+                (f"{part}_no_decay", no_decay, 0.0),
+            ):
+                if params:
+                    groups.append({"name": name, "params": params, "weight_decay": weight_decay, "lr": lr})
         optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
+            groups,
+            lr=hp.lr,
             # One multi-tensor update instead of a Python loop over ~500 tensors: on CPU the loop
             # was ~10% of a tiny-stack step (benchmarks/step_cost.py); the result is the same.
             foreach=True,

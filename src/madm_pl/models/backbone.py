@@ -16,6 +16,21 @@ BASE_NOISE_SIZE = (64, 64)
 TAPPED_UP_BLOCKS = (1, 2, 3)
 
 
+def tap_layers(unet: nn.Module) -> list[nn.Module]:
+    """The layers whose outputs are the feature taps: the last layer (attention if the block has one, else
+    resnet) of ``unet.up_blocks[1..3]``, before their upsamplers: strides 32, 16, 8 (SPEC section 3)."""
+    layers = []
+    for block_index in TAPPED_UP_BLOCKS:
+        block = unet.up_blocks[block_index]
+        layers.append(block.attentions[-1] if getattr(block, "attentions", None) else block.resnets[-1])
+    return layers
+
+
+def tap_output(output: Tensor | tuple) -> Tensor:
+    """The tensor a tapped layer returns (diffusers' layers return a tensor, a tuple or an output object)."""
+    return output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+
+
 @dataclass
 class BackboneOutput:
     """What one backbone pass gives the head and the losses.
@@ -85,11 +100,9 @@ class DiffusionBackbone(nn.Module):
         self._time_offset: Tensor | None = None
         self._taps: list[Tensor | None] | None = None
         self.unet.time_embedding.register_forward_hook(self._add_time_offset)
-        for index, block_index in enumerate(TAPPED_UP_BLOCKS):
-            block = self.unet.up_blocks[block_index]
-            last_layer = block.attentions[-1] if getattr(block, "attentions", None) else block.resnets[-1]
+        for index, layer in enumerate(tap_layers(self.unet)):
             # A partial of a bound method (not a closure) so that copy.deepcopy rebinds it to the copy.
-            last_layer.register_forward_hook(functools.partial(self._capture_tap, index))
+            layer.register_forward_hook(functools.partial(self._capture_tap, index))
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> "DiffusionBackbone":
@@ -293,4 +306,4 @@ class DiffusionBackbone(nn.Module):
         # Only during forward_latent: a gradient-checkpointing recomputation must not overwrite the taps.
         if self._taps is None:
             return
-        self._taps[index] = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+        self._taps[index] = tap_output(output)
