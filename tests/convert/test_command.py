@@ -181,6 +181,23 @@ def test_existing_output_needs_overwrite(prior_reference: dict[str, torch.Tensor
     assert "state_dict" in torch.load(tmp_path / "c.ckpt", weights_only=True)
 
 
+def test_a_failed_write_leaves_the_previous_file(
+    prior_reference: dict[str, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = write_reference(tmp_path / "r.pth", prior_reference)
+    (tmp_path / "c.ckpt").write_text("the previous file")
+
+    def full_disk(obj: object, file) -> None:
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_convert(reference, tmp_path / "c.ckpt", overwrite=True)
+    assert (tmp_path / "c.ckpt").read_text() == "the previous file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ckpt", "r.pth"]  # no temporary file left
+
+
 def test_reading_the_file(prior_reference: dict[str, torch.Tensor], tmp_path: Path) -> None:
     # Saved from inside DistributedDataParallel: the "module." prefix goes, as fvcore strips it.
     wrapped = {f"module.{key}": value for key, value in prior_reference.items()}

@@ -225,10 +225,10 @@ def check_consistency(reference: Mapping[str, Tensor], module: torch.nn.Module, 
         if saved_uncond.shape != ours.shape or not torch.allclose(saved_uncond, ours, atol=1e-3, rtol=1e-3):
             gap = (saved_uncond - ours).abs().max().item() if saved_uncond.shape == ours.shape else "shape"
             raise ConversionError(
-                f"the reference's empty-prompt embedding {uncond_key} {tuple(saved_uncond.shape)} differs "
-                "from "
-                f"the one --backbone {backbone!r} gives {tuple(ours.shape)} (max |difference| {gap}): point "
-                "--backbone at the SD v1-4 folder (its text_encoder/ and tokenizer/) the reference used"
+                f"the reference's empty-prompt embedding {uncond_key} {tuple(saved_uncond.shape)} "
+                f"differs from the one --backbone {backbone!r} gives {tuple(ours.shape)} (max |difference| "
+                f"{gap}): point --backbone at the SD v1-4 folder (its text_encoder/ and tokenizer/) the "
+                "reference used"
             )
         lines.append(
             f"empty-prompt embedding within {(saved_uncond - ours).abs().max().item():.1e} of --backbone's"

@@ -158,6 +158,7 @@ ALIASES: dict[str, str] = {
 #: one of these is refused with the reason (it is no longer "unknown", but it cannot be converted).
 NOT_IN_MADM_PL: dict[str, str] = {
     ".lora_": "LoRA adapters (model.lora_configs; the released recipes set it to [] and madm-pl has none)",
+    ".base_layer.": "the base weight of a LoRA-wrapped layer (see the LoRA adapters)",
     REFERENCE_LDM + "ema_unet.": "an EMA copy of the UNet (model.ema_w_unet; off in the released recipes: "
     "madm-pl's teacher shares the student's UNet)",
     "ori_unet.": "the frozen feature-distance copy (model.fd; off in the released recipes)",
@@ -252,7 +253,7 @@ def _ignored_reason(key: str) -> str | None:
 
 def _refusal(key: str) -> str | None:
     for marker, reason in NOT_IN_MADM_PL.items():
-        # ".lora_" may sit anywhere inside the UNet; the others are prefixes.
+        # ".lora_" and ".base_layer." may sit anywhere inside the UNet; the others are prefixes.
         found = marker in key if marker.startswith(".") else key.startswith(marker)
         if found:
             return reason
