@@ -58,6 +58,7 @@ COMMON_MODEL = {
     "backbone": "path/to/stable-diffusion-v1-4",
     "noise_seed": 42,
     "unet_gradient_checkpointing": True,
+    "vae_dtype": "float32",
     "head_embed_dim": 256,
     "head_projection_channels": 512,
     "head_decoded_channels": 128,
@@ -135,6 +136,14 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert {key: model[key] for key in values if key != "target_resize"} == {
         key: value for key, value in values.items() if key != "target_resize"
     }
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_reference_precision_is_one_switch_away(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reference: fp16 autocast with a GradScaler (train.amp.enabled) and fp16 VAE weights.
+    switch = ["--trainer.precision=16-mixed", "--model.init_args.vae_dtype=float16"]
+    config = parse(monkeypatch, "-c", str(REPO / "configs" / f"{task}.yaml"), *switch)
+    assert (config.trainer.precision, config.model.init_args.vae_dtype) == ("16-mixed", "float16")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

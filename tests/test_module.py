@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.plugins import MixedPrecision
 
 from madm_pl.callbacks import FiniteWeightsGuard
 from madm_pl.data import CrossModalityDataModule
@@ -280,3 +282,58 @@ def test_oracle_without_target_labels_is_a_clear_error(synthetic_root: Path, tmp
     module = make_module(mode="oracle")
     with pytest.raises(ValueError, match=r"model\.mode='oracle'.*data\.target_train_labels: true"):
         make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+
+
+# ------------------------------------------------------------------------------------ precision
+def test_fp16_vae_option_and_its_precision_check(synthetic_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"model\.vae_dtype='bfloat16': expected one of \['float32', 'float16'\]"
+    ):
+        make_module(vae_dtype="bfloat16")
+    module = make_module(vae_dtype="float16")
+    assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
+    assert {p.dtype for p in module.backbone.unet.parameters()} == {torch.float32}
+    # fp32 head and losses cannot read fp16 VAE outputs without autocast: a clear error, not a dtype crash
+    with pytest.raises(ValueError, match=r"needs a mixed precision, but trainer\.precision='32-true'"):
+        make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU advice and lr_scheduler order note
+def test_16_mixed_with_fp16_vae_leaves_overflows_to_the_grad_scaler(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    # The reference's precision on the CPU: Trainer(precision="16-mixed") falls back to bf16 there, so the
+    # plugin is passed itself (fp16 autocast on the CPU and a GradScaler; a small initial scale keeps the
+    # tiny model's fp16 backward from overflowing by itself).
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    module = make_module(vae_dtype="float16")
+    first = next(module.student.head.parameters())
+    calls = {"backward": 0}
+
+    def overflow_first_step(grad: torch.Tensor) -> torch.Tensor:
+        calls["backward"] += 1
+        return torch.full_like(grad, math.inf) if calls["backward"] == 1 else grad
+
+    first.register_hook(overflow_first_step)
+    snapshots: list[tuple[dict[str, torch.Tensor], float]] = []
+
+    class Snapshot(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            snapshots.append((state(pl_module.student), trainer.precision_plugin.scaler.get_scale()))
+
+    before = state(module.student)
+    trainer = make_trainer(
+        tmp_path, 2, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], callbacks=[Snapshot()]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, make_data(synthetic_root))
+    assert trainer.precision == "16-mixed"
+    assert not [w for w in caught if "non-finite gradient" in str(w.message)]  # the module's guard kept out
+    learned = [k for k in before if "running" not in k and "num_batches" not in k]
+    (after_overflow, scale_0), (after_finite, scale_1) = snapshots
+    assert all(torch.equal(after_overflow[k], before[k]) for k in learned)  # the scaler skipped step 0
+    assert (scale_0, scale_1) == (128.0, 128.0)  # halved once, no growth within 2000 steps
+    assert any(not torch.equal(after_finite[k], before[k]) for k in learned)  # step 1 trained
+    # Lightning moved the module (.to(device)) without touching dtypes: the VAE is still fp16
+    assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}

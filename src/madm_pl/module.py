@@ -39,6 +39,7 @@ from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 
 Mode = Literal["madm", "source_only", "oracle"]
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class Student(nn.Module):
@@ -61,6 +62,8 @@ class MADMModule(LightningModule):
         noise_seed: seed of the fixed diffusion noise (reference: 42).
         unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
         compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
+        vae_dtype: dtype of the frozen VAE's weights: ``float32`` (default) or ``float16`` (the
+            reference's, with ``trainer.precision: 16-mixed``; needs a mixed precision).
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
         head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
@@ -92,6 +95,7 @@ class MADMModule(LightningModule):
         noise_seed: int = 42,
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
+        vae_dtype: Literal["float32", "float16"] = "float32",
         head_embed_dim: int = 256,
         head_projection_channels: int = 512,
         head_decoded_channels: int = 128,
@@ -125,9 +129,14 @@ class MADMModule(LightningModule):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
 
+        if vae_dtype not in _VAE_DTYPES:
+            raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
         try:
             self.backbone = DiffusionBackbone(
-                backbone, noise_seed=noise_seed, unet_gradient_checkpointing=unet_gradient_checkpointing
+                backbone,
+                noise_seed=noise_seed,
+                unet_gradient_checkpointing=unet_gradient_checkpointing,
+                vae_dtype=_VAE_DTYPES[vae_dtype],
             )
         except FileNotFoundError as error:
             raise FileNotFoundError(
@@ -160,6 +169,15 @@ class MADMModule(LightningModule):
         self._checkpoint_iteration = 0
 
     # ----------------------------------------------------------------------------------- model
+    def setup(self, stage: str) -> None:
+        # An fp16 VAE hands fp16 tensors to the fp32 head and losses: only autocast reconciles them.
+        precision = str(self.trainer.precision)
+        if self.hparams.vae_dtype == "float16" and precision not in ("16-mixed", "bf16-mixed"):
+            raise ValueError(
+                f"model.vae_dtype='float16' needs a mixed precision, but trainer.precision={precision!r}; "
+                "set trainer.precision: 16-mixed (the reference's) or model.vae_dtype: float32"
+            )
+
     def configure_model(self) -> None:
         if self.hparams.compile_unet and not getattr(self, "_unet_compiled", False):
             # In place (nn.Module.compile): the state_dict keys stay those of an eager run, so a
@@ -320,6 +338,10 @@ class MADMModule(LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
         # drop them so AdamW skips every parameter this step instead of writing NaN into the weights.
+        # With 16-mixed, Lightning's GradScaler has unscaled the gradients before this hook and skips
+        # the step itself when they overflow (then lowers the scale): routine, left to the scaler.
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # One device-to-host sync for the whole model, not one per parameter.
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
