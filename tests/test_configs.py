@@ -131,6 +131,8 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert model.task == data.task == task
     assert {key: model[key] for key in COMMON_MODEL} == COMMON_MODEL
     assert {key: data[key] for key in COMMON_DATA} == COMMON_DATA
+    # a folder scan of DSEC keeps the frames of the reference's lists (train: even from 000002)
+    assert data.dsec_frames == ("reference" if task == "rgb2event" else "all")
     values = TASK_VALUES[task]
     assert data.target_resize == values["target_resize"]
     assert {key: model[key] for key in values if key != "target_resize"} == {

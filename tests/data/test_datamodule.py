@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,26 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     assert batch["name"] == ["00001", "00002"]
 
 
+def test_dsec_frames_option_selects_and_reports(
+    cityscapes_tree: FakeTree, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dsec = write_dsec(tmp_path / "dsec", [split_label((16, 32), 5, 8)], train_count=2)  # 000002, 000004
+    for frame in (1, 3, 5):
+        write_png(
+            dsec.root / f"69mask_train_edges/zurich_city_00_a/{frame:06d}.png", np.zeros((16, 32), np.uint8)
+        )
+    caplog.set_level(logging.INFO)
+    every = make(cityscapes_tree, dsec, task="rgb2event", rcs=False)
+    every.setup("fit")
+    assert len(every.train_dataset.target) == 5
+    assert "dropped" not in caplog.text
+    reference = make(cityscapes_tree, dsec, task="rgb2event", rcs=False, dsec_frames="reference")
+    reference.setup("fit")
+    assert len(reference.train_dataset.target) == 2
+    assert "DSEC train: kept 2 frames, dropped 3 (data.dsec_frames='reference'" in caplog.text
+    assert "DSEC test: kept 1 frames, dropped 0" in caplog.text
+
+
 def test_folder_kind_with_label_map(cityscapes_tree: FakeTree, folder_tree: FakeTree, tmp_path) -> None:
     datamodule = make(
         cityscapes_tree, folder_tree, target_kind="folder", label_map=str(tmp_path / "mycam_labels.yaml")
@@ -367,6 +388,16 @@ def test_state_dict_round_trip(cityscapes_tree: FakeTree, fmb_tree: FakeTree) ->
         ({"label_map": "x.yaml"}, ValueError, r"data\.label_map applies only to data\.target_kind='folder'"),
         ({"task": "rgb2sonar"}, ValueError, r"unknown task 'rgb2sonar'"),
         ({"epoch_length": 1}, ValueError, r"data\.epoch_length=1 is smaller than data\.batch_size=2"),
+        (
+            {"dsec_frames": "odd"},
+            ValueError,
+            r"data\.dsec_frames='odd': expected one of \['all', 'reference'\]",
+        ),
+        (
+            {"dsec_frames": "reference"},
+            ValueError,
+            r"dsec_frames='reference' applies only to data\.target_kind='dsec'",
+        ),
     ],
 )
 def test_bad_options(cityscapes_tree: FakeTree, fmb_tree: FakeTree, options, error, message) -> None:
