@@ -8,6 +8,7 @@ for the overrides a CPU needs: the tiny stack, a narrow head, small sizes and fa
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def cpu_overrides(tmp_path: Path, source: FakeTree, target: FakeTree) -> list[st
 
 
 def iou_tables(text: str) -> list[tuple[str, list[str]]]:
-    """(title, class rows) of every IoU table in a log."""
+    """(title, class rows) of every IoU table in a log (one column, or whole split + reference protocol)."""
     tables = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -196,7 +197,7 @@ def iou_tables(text: str) -> list[tuple[str, list[str]]]:
             for row in lines[i + 3 :]:
                 if row.startswith("---"):
                     break
-                rows.append(row.rsplit(maxsplit=1)[0].strip().replace(" ", "_"))
+                rows.append(re.sub(r"(\s+(n/a|\d+\.\d\d))+$", "", row).strip().replace(" ", "_"))
             tables.append((line.strip(), rows))
     return tables
 
@@ -219,6 +220,7 @@ def test_infrared_recipe_iterations_validation_and_test_from_checkpoint(
     main(["test", "-c", config, *overrides, f"--ckpt_path={checkpoint}"])
     [(title, rows)] = iou_tables(caplog.text)
     assert title == "test after iteration 1 (rgb2infrared)"  # the checkpoint's iteration
+    assert "whole split  reference protocol" in caplog.text  # both columns (data/reference.py)
     assert rows == REFERENCE_CLASSES["rgb2infrared"].split()  # the paper's class order
 
 

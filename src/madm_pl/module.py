@@ -40,6 +40,8 @@ from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 Mode = Literal["madm", "source_only", "oracle"]
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
+REFERENCE_PROTOCOL = "reference_protocol"
 
 
 class Student(nn.Module):
@@ -164,6 +166,14 @@ class MADMModule(LightningModule):
         self.register_buffer("palette", torch.from_numpy(self.task.palette), persistent=False)
         self.val_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
         self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
+        # Only the images of the reference's rank-0 share (batches' "in_reference_share").
+        self.val_confusion_reference = MulticlassConfusionMatrix(
+            self.task.num_classes, ignore_index=IGNORE_INDEX
+        )
+        self.test_confusion_reference = MulticlassConfusionMatrix(
+            self.task.num_classes, ignore_index=IGNORE_INDEX
+        )
+        self._reference_scored = False
         # Filled at the end of validate/test for the IoU-table callback: {"miou": float, "iou": Tensor}.
         self.last_scores: dict[str, Any] = {}
         self._checkpoint_iteration = 0
@@ -349,37 +359,60 @@ class MADMModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix) -> None:
-        logits = self(batch["image"])
-        confusion.update(logits.argmax(1), batch["label"])
+    def _evaluate(
+        self,
+        batch: dict[str, Any],
+        confusion: MulticlassConfusionMatrix,
+        reference: MulticlassConfusionMatrix,
+    ) -> None:
+        prediction = self(batch["image"]).argmax(1)
+        confusion.update(prediction, batch["label"])
+        share = batch.get("in_reference_share")
+        if share is not None:
+            # Every rank updates (possibly with no image), so all ranks agree on what compute() syncs.
+            reference.update(prediction[share], batch["label"][share])
+            self._reference_scored = True
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_confusion)
+        self._evaluate(batch, self.val_confusion, self.val_confusion_reference)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_confusion)
+        self._evaluate(batch, self.test_confusion, self.test_confusion_reference)
 
-    def _log_scores(self, stage: str, confusion: MulticlassConfusionMatrix) -> None:
+    def _log_scores(
+        self, stage: str, confusion: MulticlassConfusionMatrix, reference: MulticlassConfusionMatrix
+    ) -> None:
         # compute() sums the confusion over all ranks before scoring (the reference scored shards).
         miou, iou = miou_from_confusion(confusion.compute())
         confusion.reset()
-        self.log(f"{stage}/miou", miou * 100, prog_bar=True, sync_dist=False)
-        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
-            if not math.isnan(value):
-                self.log(f"{stage}/iou_{name.replace(' ', '_')}", value * 100)
+        self._log_iou(stage, "", miou, iou)
         # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
         fitting = self.trainer.state.fn == "fit"
         iteration = self.global_step if fitting else self._checkpoint_iteration
         self.last_scores = {"stage": stage, "miou": miou, "iou": iou.cpu(), "iteration": iteration}
+        if self._reference_scored:
+            # The reference's rank-0 share of the split (data/reference.py), next to the whole split.
+            miou, iou = miou_from_confusion(reference.compute())
+            self._log_iou(stage, f"_{REFERENCE_PROTOCOL}", miou, iou)
+            self.last_scores[REFERENCE_PROTOCOL] = {"miou": miou, "iou": iou.cpu()}
+        reference.reset()
+        self._reference_scored = False
+
+    def _log_iou(self, stage: str, suffix: str, miou: float, iou: torch.Tensor) -> None:
+        """Log ``<stage>/miou<suffix>`` and ``<stage>/iou_<class><suffix>`` in percent (absent: skipped)."""
+        self.log(f"{stage}/miou{suffix}", miou * 100, prog_bar=not suffix, sync_dist=False)
+        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
+            if not math.isnan(value):
+                self.log(f"{stage}/iou_{name.replace(' ', '_')}{suffix}", value * 100)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_iteration = checkpoint.get("global_step", 0)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.val_confusion)
+        self._log_scores("val", self.val_confusion, self.val_confusion_reference)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.test_confusion)
+        self._log_scores("test", self.test_confusion, self.test_confusion_reference)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps for a folder of target images: (B,H,W) int64 at the network input size."""

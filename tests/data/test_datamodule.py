@@ -244,7 +244,10 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     datamodule = make(cityscapes_tree, fmb_tree, val_batch_size=2, predict_root=str(predict_root))
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
-    assert set(batch) == {"image", "label", "name"}
+    assert set(batch) == {"image", "label", "name", "in_reference_share"}
+    # the reference's rank-0 share of 2 test images on 2 GPUs: the first one
+    assert batch["in_reference_share"].tolist() == [True, False]
+    assert datamodule.reference_share.indices == frozenset({0})
     assert batch["image"].shape == (2, 3, 8, 16)
     assert batch["label"].shape == (2, 8, 16)
     assert batch["label"].dtype == torch.int64
@@ -258,6 +261,32 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     assert batch["image"].shape == (2, 3, 8, 16)
     assert batch["size"].tolist() == [[16, 32], [16, 32]]
     assert batch["name"] == ["00001", "00002"]
+
+
+def test_reference_share_of_a_deliver_scan_follows_the_reference_order(
+    cityscapes_tree: FakeTree, tmp_path: Path
+) -> None:
+    # A scan sorts MAP_1_point2 before MAP_1_point22; the reference's lists (sorted with '\\' as the
+    # separator) put point22 first, so its rank-0 share (2 of 3 images) is the two point22 images.
+    root = tmp_path / "deliver"
+    for folder, frame in (("MAP_1_point2", 100), ("MAP_1_point22", 200), ("MAP_1_point22", 300)):
+        write_png(
+            root / f"depth/cloud/test/{folder}/{frame:06d}_depth_front.png", np.zeros((16, 32, 3), np.uint8)
+        )
+        write_png(
+            root / f"semantic/cloud/test/{folder}/{frame:06d}_semantic_front.png",
+            np.ones((16, 32, 3), np.uint8),
+        )
+    datamodule = make(cityscapes_tree, FakeTree(root), task="rgb2depth", val_batch_size=3)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert [name.split("/")[3] for name in batch["name"]] == [
+        "MAP_1_point2",
+        "MAP_1_point22",
+        "MAP_1_point22",
+    ]
+    assert batch["in_reference_share"].tolist() == [False, True, True]
+    assert datamodule.reference_share.order == "scan"
 
 
 def test_dsec_frames_option_selects_and_reports(
@@ -286,8 +315,10 @@ def test_folder_kind_with_label_map(cityscapes_tree: FakeTree, folder_tree: Fake
     )
     datamodule.setup("fit")
     assert set(train_batches(datamodule, 1)[0]) == {"source_image", "source_label", "target_image"}
-    label = next(iter(datamodule.val_dataloader()))["label"]
+    batch = next(iter(datamodule.val_dataloader()))
+    label = batch["label"]
     assert (label[0, 0, 0].item(), label[0, -1, -1].item()) == (4, 7)  # raw 1 -> road, raw 2 -> 7
+    assert "in_reference_share" not in batch and datamodule.reference_share is None  # not a paper dataset
     # a folder without a test split: no validation in fit, a clear error for validate
     bare = make(cityscapes_tree, write_image_folder(tmp_path / "bare"), target_kind="folder")
     bare.setup("fit")

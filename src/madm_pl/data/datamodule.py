@@ -37,7 +37,7 @@ from madm_pl.data.datasets import (
     build_target_dataset,
 )
 from madm_pl.data.rcs import RareClassSampler, crop_with_class, load_or_compute_class_counts
-from madm_pl.data.reference import DSEC_FRAME_CHOICES
+from madm_pl.data.reference import DSEC_FRAME_CHOICES, ReferenceShare, reference_share
 from madm_pl.data.transforms import TestTransform, TrainTransform, image_to_tensor, label_to_tensor
 from madm_pl.labels import Task, get_task, remap
 
@@ -174,14 +174,23 @@ class ResumableSampler(DistributedSampler):
 
 
 class _ResizedDataset(Dataset):
-    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?}`` contract items."""
+    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?, "in_reference_share"?}`` items.
+
+    ``in_reference_share`` (a bool) is there when ``share`` is given: whether the item is one of the
+    images the reference's published numbers score (``reference.reference_share``).
+    """
 
     def __init__(
-        self, dataset: SegmentationDataset | UnlabelledImages, size: tuple[int, int], with_size: bool
+        self,
+        dataset: SegmentationDataset | UnlabelledImages,
+        size: tuple[int, int],
+        with_size: bool,
+        share: ReferenceShare | None = None,
     ):
         self.dataset = dataset
         self.transform = TestTransform(size)
         self.with_size = with_size
+        self.share = share
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -194,6 +203,8 @@ class _ResizedDataset(Dataset):
             item["label"] = label_to_tensor(label)
         if self.with_size:
             item["size"] = label_to_tensor(np.array(sample.image.shape[:2]))
+        if self.share is not None:
+            item["in_reference_share"] = index in self.share.indices
         return item
 
 
@@ -213,7 +224,9 @@ class CrossModalityDataModule(LightningDataModule):
       or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; plus
       ``"target_label": (B,h,w) int64 task ids or 255`` only with ``target_train_labels``.
     - val / test (the target test split at ``test_size``): ``{"image": (B,3,H,W) float32 in [0,1],
-      "label": (B,H,W) int64, "name": list[str]}``.
+      "label": (B,H,W) int64, "name": list[str]}``; for DELIVER, FMB and DSEC also
+      ``"in_reference_share": (B,) bool``, the images the reference's published numbers score
+      (``reference_share``; not for the ``"folder"`` kind, which the reference never ran).
     - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
       "name": list[str], "size": (B,2) int64 original (H,W)}``.
 
@@ -357,6 +370,8 @@ class CrossModalityDataModule(LightningDataModule):
         self.train_dataset: CrossModalityTrainDataset | None = None
         self.val_dataset: _ResizedDataset | None = None
         self.predict_dataset: _ResizedDataset | None = None
+        #: The reference's rank-0 share of the test split (set up with val/test; None for "folder").
+        self.reference_share: ReferenceShare | None = None
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -426,7 +441,13 @@ class CrossModalityDataModule(LightningDataModule):
             )
         if stage in ("fit", "validate", "test"):
             if self._has_test_split():
-                self.val_dataset = _ResizedDataset(self._target("test"), self.test_size, with_size=False)
+                test = self._target("test")
+                # The reference ran only on its three datasets: no reference share for your own images.
+                if self.target_kind != "folder":
+                    self.reference_share = reference_share(test.relative_paths(), test.file_list is not None)
+                self.val_dataset = _ResizedDataset(
+                    test, self.test_size, with_size=False, share=self.reference_share
+                )
             elif stage != "fit":
                 raise FileNotFoundError(
                     f"no test split under data.target_root='{self.target_root}': expected test/images/ and "

@@ -238,6 +238,10 @@ class SegmentationDataset(Dataset, ABC):
         """Image path relative to the root, without suffix, e.g. ``"test/Infrared/00043"``."""
         return self.image_paths[index].relative_to(self.root).with_suffix("").as_posix()
 
+    def relative_paths(self) -> list[str]:
+        """Every image path relative to the root, with suffix and ``/`` separators, in index order."""
+        return [path.relative_to(self.root).as_posix() for path in self.image_paths]
+
     def _decode_label(self, stored: np.ndarray, path: Path) -> np.ndarray:
         """Stored ids (channel 0) to task train ids."""
         return _remap_file(stored, self.label_table, path)
