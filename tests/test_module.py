@@ -356,9 +356,16 @@ def test_fp16_vae_option_and_its_precision_check(synthetic_root: Path, tmp_path:
     module = make_module(vae_dtype="float16")
     assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
     assert {p.dtype for p in module.backbone.unet.parameters()} == {torch.float32}
-    # fp32 head and losses cannot read fp16 VAE outputs without autocast: a clear error, not a dtype crash
-    with pytest.raises(ValueError, match=r"needs a mixed precision, but trainer\.precision='32-true'"):
+    # the fp32 head and losses read fp16 VAE outputs only under fp16 autocast: a clear error, no dtype crash
+    with pytest.raises(
+        ValueError, match=r"needs trainer\.precision='16-mixed' .* but trainer\.precision='32-true'"
+    ):
         make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+    # on a CPU Lightning runs 16-mixed as bf16-mixed, where an fp16 VAE cannot run: the same clear error
+    with pytest.raises(
+        ValueError, match=r"trainer\.precision='bf16-mixed' \(on a CPU Lightning runs 16-mixed"
+    ):
+        make_trainer(tmp_path, 1, precision="16-mixed").fit(module, make_data(synthetic_root))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU advice and lr_scheduler order note

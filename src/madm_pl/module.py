@@ -65,7 +65,7 @@ class MADMModule(LightningModule):
         unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
         compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
         vae_dtype: dtype of the frozen VAE's weights: ``float32`` (default) or ``float16`` (the
-            reference's, with ``trainer.precision: 16-mixed``; needs a mixed precision).
+            reference's; needs ``trainer.precision: 16-mixed``, checked at setup).
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
         head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
@@ -180,12 +180,14 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------------- model
     def setup(self, stage: str) -> None:
-        # An fp16 VAE hands fp16 tensors to the fp32 head and losses: only autocast reconciles them.
+        # An fp16 VAE hands fp16 tensors to the fp32 head and losses: fp16 autocast reconciles them (bf16
+        # autocast does not on the CPU, whose GroupNorm then meets bf16 inputs and fp16 weights).
         precision = str(self.trainer.precision)
-        if self.hparams.vae_dtype == "float16" and precision not in ("16-mixed", "bf16-mixed"):
+        if self.hparams.vae_dtype == "float16" and precision != "16-mixed":
             raise ValueError(
-                f"model.vae_dtype='float16' needs a mixed precision, but trainer.precision={precision!r}; "
-                "set trainer.precision: 16-mixed (the reference's) or model.vae_dtype: float32"
+                f"model.vae_dtype='float16' needs trainer.precision='16-mixed' (the reference's pairing), "
+                f"but trainer.precision={precision!r} (on a CPU Lightning runs 16-mixed as bf16-mixed); "
+                "set trainer.precision: 16-mixed on a GPU, or model.vae_dtype: float32"
             )
 
     def configure_model(self) -> None:

@@ -63,8 +63,8 @@ class DiffusionBackbone(nn.Module):
         unet_gradient_checkpointing: recompute the UNet's blocks in the backward pass (less memory, slower).
         vae_dtype: dtype of the frozen VAE's weights, ``torch.float32`` or ``torch.float16`` (the
             reference loads the VAE in fp16, ``ldm_diffusers.py`` ``_init_vae``). ``encode``/``decode``
-            cast their inputs to it and return it; an fp16 VAE needs autocast (a mixed precision) for
-            its outputs to meet the fp32 UNet and head. ``.to(device)`` keeps it.
+            cast their inputs to it and return it; an fp16 VAE needs fp16 autocast for its outputs to
+            meet the fp32 UNet and head. ``.to(device)`` keeps it.
     """
 
     def __init__(
