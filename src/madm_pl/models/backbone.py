@@ -78,16 +78,31 @@ class DiffusionBackbone(nn.Module):
             :func:`~madm_pl.models.presets.save_stack`. See :mod:`madm_pl.models.presets`.
         noise_seed: seed of the fixed noise (42 in the reference).
         unet_gradient_checkpointing: recompute the UNet's blocks in the backward pass (less memory, slower).
+        vae_dtype: dtype of the frozen VAE's weights, ``torch.float32`` or ``torch.float16`` (the
+            reference loads the VAE in fp16, ``ldm_diffusers.py`` ``_init_vae``). ``encode``/``decode``
+            cast their inputs to it and return it; an fp16 VAE needs fp16 autocast for its outputs to
+            meet the fp32 UNet and head. ``.to(device)`` keeps it.
     """
 
-    def __init__(self, source: str = "tiny", noise_seed: int = 42, unet_gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        source: str = "tiny",
+        noise_seed: int = 42,
+        unet_gradient_checkpointing: bool = False,
+        vae_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
+        if vae_dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"vae_dtype={vae_dtype}: expected torch.float32 or torch.float16")
         self.noise_seed = noise_seed
         stack = build_stack(source)
         self.vae = stack.vae
         self.unet = stack.unet
         self.scheduler = stack.scheduler
         self.vae.requires_grad_(False)
+        if vae_dtype == torch.float16:
+            # .half(), not diffusers' .to(dtype), which warns about fp32 modules AutoencoderKL has not.
+            self.vae.half()
         self.unet.requires_grad_(True)
         self.unet.conv_norm_out.requires_grad_(False)
         self.unet.conv_out.requires_grad_(False)
