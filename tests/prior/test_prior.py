@@ -168,19 +168,32 @@ def test_paired_pool_renders_one_layout_in_every_modality():
 
 
 def test_contrastive_loss_on_hand_computed_tokens():
-    # Two samples of one position, one-hot features: cos(a_i, b_j) = [i == j]. At temperature 1 each row's
-    # cross-entropy is log(1 + e^-1) = 0.3133 in both directions; retrieval is perfect.
+    # Two samples of one position, one-hot features, b = a: the tokens are [e1, e2, e1, e2]. At temperature
+    # 1 each token's candidates are the 3 others, with cosines (0, 1, 0) for e1: loss log(1 + 2/e).
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 2, 1, 1)
     loss, accuracy = cross_modal_contrastive_loss(a, a.clone(), temperature=1.0)
-    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert loss.item() == pytest.approx(math.log(1 + 2 / math.e))
     assert accuracy.item() == 1.0
-    # Features that carry nothing (all equal): every logit ties, the loss is log(number of tokens).
+    # Features that carry nothing (all equal): every logit ties among the 2T - 1 others (T = 12 tokens).
     flat = torch.ones(3, 4, 2, 2)
     loss, _ = cross_modal_contrastive_loss(flat, flat, temperature=0.1)
-    assert loss.item() == pytest.approx(math.log(3 * 2 * 2))
-    # Swapped pairs: b holds a's features in the other order, so retrieval finds the wrong sample.
+    assert loss.item() == pytest.approx(math.log(2 * 12 - 1))
+    # Swapped pairs: [e1, e2, e2, e1]: e1's pair is e2 (cosine 0) against e2 (0) and e1 (1): log(2 + e).
     loss_swapped, accuracy = cross_modal_contrastive_loss(a, a.flip(0), temperature=1.0)
-    assert accuracy.item() == 0.0 and loss_swapped.item() == pytest.approx(math.log(1 + math.e))
+    assert accuracy.item() == 0.0 and loss_swapped.item() == pytest.approx(math.log(2 + math.e))
+    # A modality offset: b = a + the same vector at every token. Matched within the batch, but the tokens of
+    # a's own modality are candidates too, so the offset costs loss (it would cost nothing in a
+    # cross-modal-only InfoNCE).
+    plain = torch.cat([a, torch.zeros(2, 1, 1, 1)], 1)
+    shifted = torch.cat([a, torch.full((2, 1, 1, 1), 3.0)], 1)
+    assert (
+        cross_modal_contrastive_loss(plain, shifted, 1.0)[0]
+        > cross_modal_contrastive_loss(plain, plain, 1.0)[0]
+    )
+    # At most max_tokens positions enter: with 1 of 12, only its pair and its copy in b compete (log 1 = 0).
+    many = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    loss, accuracy = cross_modal_contrastive_loss(many, many, 0.1, max_tokens=1, generator=torch.Generator())
+    assert loss.item() == pytest.approx(0.0) and accuracy.item() == 1.0
     with pytest.raises(ValueError, match="differ"):
         cross_modal_contrastive_loss(a, flat, temperature=1.0)
 

@@ -71,6 +71,9 @@ HELDOUT_START = 100_000
 #: First scene index of the paired pool (one layout rendered in every modality), after the unpaired pool.
 PAIRED_START = 50_000
 
+#: Positions per tap level in the alignment loss (the finest tap of a 12-pair batch has 3072).
+ALIGN_MAX_TOKENS = 768
+
 #: The two palettes LPLR paints with: (name, world (Cityscapes 19) id -> task id table, (C,3) uint8 colours).
 PALETTES: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (
     ("11-class", CITYSCAPES_TO_11, palette_for(_CLASSES_11)),
@@ -327,32 +330,47 @@ def gradient_l1(reconstruction: Tensor, image: Tensor) -> Tensor:
     return 0.5 * (dx + dy)
 
 
-def cross_modal_contrastive_loss(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """InfoNCE between feature maps of paired renderings: position p of ``a`` must match position p of ``b``.
+def cross_modal_contrastive_loss(
+    a: Tensor,
+    b: Tensor,
+    temperature: float,
+    max_tokens: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Contrastive loss between feature maps of paired renderings (NT-Xent, as SimCLR).
 
-    Every position of every sample is a token; its feature is L2-normalised over the channels. The logits
-    are the cosine similarities of all ``a`` tokens with all ``b`` tokens over the temperature; the loss is
-    the cross-entropy towards the same (sample, position), averaged over both directions (a -> b, b -> a).
+    Every position of every sample is a token, L2-normalised over the channels. Each token of ``a`` must
+    pick its pair (the same sample and position of ``b``) among ALL other tokens of both maps, and each
+    token of ``b`` its pair in ``a``: the cross-entropy of the cosine similarities over the temperature,
+    towards the pair, averaged over the 2T tokens. Because the other tokens of the token's own modality are
+    candidates too, a feature shared by all tokens of one modality (a modality offset) makes the loss
+    worse: the loss asks for features that are the same across sensors, not only matched within a batch.
 
     Args:
         a, b: (N,C,h,w) float, the same layer's features for two modalities of the same N crops.
         temperature: > 0.
+        max_tokens: use at most this many positions (drawn with ``generator``), for speed at fine levels.
+        generator: for the draw of ``max_tokens`` positions.
 
     Returns:
-        loss: scalar float; ``log(N*h*w)`` for features that carry nothing, 0 for perfect matches.
-        accuracy: scalar float in [0, 1], the share of ``a`` tokens whose most similar ``b`` token is the
+        loss: scalar float; ``log(2T - 1)`` for features that carry nothing (T tokens per map), 0 for
+            perfect matches.
+        accuracy: scalar float in [0, 1], the share of tokens whose most similar other token is the
             paired one (a retrieval score, without gradient).
     """
     if a.shape != b.shape or a.dim() != 4:
         raise ValueError(f"cross_modal_contrastive_loss: a {tuple(a.shape)} and b {tuple(b.shape)} differ")
-    tokens_a = torch.nn.functional.normalize(a.flatten(2).transpose(1, 2).reshape(-1, a.shape[1]), dim=1)
-    tokens_b = torch.nn.functional.normalize(b.flatten(2).transpose(1, 2).reshape(-1, b.shape[1]), dim=1)
-    logits = tokens_a @ tokens_b.T / temperature
-    target = torch.arange(len(logits), device=logits.device)
-    loss = 0.5 * (
-        torch.nn.functional.cross_entropy(logits, target)
-        + torch.nn.functional.cross_entropy(logits.T, target)
-    )
+    tokens_a = a.flatten(2).transpose(1, 2).reshape(-1, a.shape[1])
+    tokens_b = b.flatten(2).transpose(1, 2).reshape(-1, b.shape[1])
+    if max_tokens is not None and len(tokens_a) > max_tokens:
+        keep = torch.randperm(len(tokens_a), generator=generator)[:max_tokens].to(a.device)
+        tokens_a, tokens_b = tokens_a[keep], tokens_b[keep]
+    count = len(tokens_a)
+    tokens = torch.nn.functional.normalize(torch.cat([tokens_a, tokens_b]), dim=1)
+    logits = tokens @ tokens.T / temperature
+    logits = logits.masked_fill(torch.eye(2 * count, dtype=torch.bool, device=a.device), float("-inf"))
+    target = torch.cat([torch.arange(count, 2 * count), torch.arange(count)]).to(a.device)
+    loss = torch.nn.functional.cross_entropy(logits, target)
     accuracy = (logits.detach().argmax(dim=1) == target).float().mean()
     return loss, accuracy
 
