@@ -127,8 +127,8 @@ def test_fit_writes_every_tag(synthetic_root: Path, tmp_path: Path) -> None:
         "train_images/source": (height, 4 * panel + 3 * GAP),
         "train_images/target": (height, 3 * panel + 2 * GAP),
         "train_images/mixed": (height, 3 * panel + 2 * GAP),
-        "val_images/student": (height, 3 * panel + 2 * GAP),
-        "val_images/pseudo_label": (height, 4 * panel + 3 * GAP),
+        "val_images/student_prediction": (height, 3 * panel + 2 * GAP),
+        "val_images/teacher_pseudo_label": (height, 4 * panel + 3 * GAP),
         "val_images/confusion_matrix": (800, 800),
     }
     assert set(accumulator.Tags()["images"]) == set(sizes)
@@ -155,7 +155,8 @@ def test_fit_writes_every_tag(synthetic_root: Path, tmp_path: Path) -> None:
     label = torch.stack([item["label"] for item in items])
     expected_image = nearest_upscale(visual_to_rgb("target_image", image, palette), 3).permute(0, 2, 3, 1)
     expected_truth = nearest_upscale(visual_to_rgb("target_label", label, palette), 3).permute(0, 2, 3, 1)
-    for tag, truth_column in (("val_images/student", 2), ("val_images/pseudo_label", 3)):
+    columns = {"val_images/student_prediction": 2, "val_images/teacher_pseudo_label": 3}  # ground truth
+    for tag, truth_column in columns.items():
         pictures = decoded(accumulator, tag)
         assert [step for step, _ in pictures] == [1, 3]
         for _, picture in pictures:

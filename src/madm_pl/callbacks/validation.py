@@ -18,8 +18,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from madm_pl.callbacks.images import logger_step, tensorboard_writers, titled_grid, visual_to_rgb
 from madm_pl.losses import confidence_mask
 
-STUDENT_TAG = "val_images/student"
-PSEUDO_LABEL_TAG = "val_images/pseudo_label"
+STUDENT_TAG = "val_images/student_prediction"
+PSEUDO_LABEL_TAG = "val_images/teacher_pseudo_label"
 CONFUSION_TAG = "val_images/confusion_matrix"
 
 
@@ -45,13 +45,14 @@ class ValidationImages(Callback):
     """After every validation: ``num_images`` fixed target test images with the model's predictions.
 
     Tags (rows = images, in index order):
-      * ``val_images/student``: image | student prediction | ground truth;
-      * ``val_images/pseudo_label`` (``model.mode: madm`` only): image | pseudo-label | confidence
-        mask | ground truth, from the network that makes the training pseudo-labels (the EMA teacher,
-        or the student with ``ema: false``) at the DPLG timestep of the next iteration (t0 =
-        ``dplg_t0``; 0 from ``dplg_t_end`` on, and always with ``dplg: false``): the pseudo-labels the
-        student is learning from at that point, on images whose ground truth is known. Both networks
-        run in eval mode, as the validation does (BatchNorm running statistics, no dropout).
+      * ``val_images/student_prediction``: image | student prediction | ground truth;
+      * ``val_images/teacher_pseudo_label`` (``model.mode: madm`` only): image | pseudo-label |
+        confidence mask | ground truth, from the network that makes the training pseudo-labels (the
+        EMA teacher, or the student with ``ema: false``) at the DPLG timestep of the next iteration
+        (t0 = ``dplg_t0``; 0 from ``dplg_t_end`` on, and always with ``dplg: false``): the
+        pseudo-labels the student is learning from at that point, on images whose ground truth is
+        known. Both networks run in eval mode, as the validation does (BatchNorm running statistics,
+        no dropout).
 
     Args:
         num_images: test images shown, evenly spaced over the test split (index 0 and the last one
@@ -118,7 +119,7 @@ class ValidationImages(Callback):
         # on_validation_end, not _epoch_end: the module scores its epoch after the callbacks' epoch-end
         # hooks, and the iteration under `validate` comes with those scores. The module is still in eval mode.
         writers = tensorboard_writers(trainer)
-        if trainer.sanity_checking or not writers:
+        if trainer.sanity_checking or not writers or not trainer.val_dataloaders:
             return
         for tag, grid in self.pictures(trainer, pl_module).items():
             for writer in writers:
