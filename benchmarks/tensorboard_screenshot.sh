@@ -17,7 +17,7 @@ STEPS=${STEPS:-200}
 VAL=${VAL:-100}
 OUT=${OUT:-docs/figures/tensorboard.png}
 PORT=${PORT:-6123}
-WINDOW=${WINDOW:-1600,1400}
+WINDOW=${WINDOW:-1600,1160}
 PYTHON=${PYTHON:-.venv/bin/python}
 CHROMIUM=${CHROMIUM:-chromium}
 
