@@ -26,6 +26,7 @@ mean, whiskers = min and max over seeds) and the table between the markers in ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -61,30 +62,54 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument(
         "--iterations",
         type=int,
-        default=300,
-        help="training iterations per run (DPLG keeps the demo config's end: 320, depth 200)",
+        default=None,
+        help="training iterations per run (default: the demo config's trainer.max_steps, the small recipe)",
     )
     parser.add_argument(
-        "--ema-max-alpha",
-        type=float,
-        default=0.99,
-        help="EMA decay cap: the paper's 0.999 averages ~1000 steps, a tenth of its 10k-step run; "
-        "0.99 keeps that proportion for a few hundred steps",
+        "--every",
+        type=int,
+        default=None,
+        help="target test mIoU every this many iterations, for the learning curves (default: a quarter "
+        "of the run)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the recipe for every run, e.g. model.lr=1e-3 data.crop_size=[96,96] (YAML values); "
+        "the keys are those of configs/demo/<task>.yaml below model.init_args / data.init_args",
     )
     parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="the synthetic world")
-    parser.add_argument("--backbone", default="priors/tiny", help="diffusion stack of every run")
+    parser.add_argument(
+        "--backbone", default=None, help="diffusion stack of every run (default: the config's)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/adapt_runs.jsonl"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/adapt.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/figures/adapt.png"))
+    parser.add_argument(
+        "--curves-chart",
+        type=Path,
+        default=Path("docs/figures/adapt_curves.png"),
+        help="learning curves (test mIoU against iteration) of every method on --curves-task",
+    )
+    parser.add_argument("--curves-task", choices=TASKS, default="rgb2infrared")
     parser.add_argument("--markdown", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.workers < 1:
+    if (args.iterations is not None and args.iterations < 1) or args.workers < 1:
         parser.error("--iterations and --workers must be >= 1")
+    if args.every is not None and args.every < 1:
+        parser.error("--every must be >= 1")
+    try:
+        args.overrides = parse_overrides(args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
     if not (args.data / "synthetic.json").is_file():
         parser.error(f"--data {args.data}: no synthetic world there; run `make data` first")
     if args.markdown.is_file() and not {MARK_START, MARK_END} <= set(args.markdown.read_text().splitlines()):
@@ -95,18 +120,59 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["model.lr=1e-3", "data.crop_size=[96,96]"]`` -> ``{"model.lr": 0.001, "data.crop_size": [96, 96]}``.
+
+    Raises:
+        ValueError: an item without ``=``, or a key outside ``model.`` / ``data.``.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key.split(".")[0] not in ("model", "data") or key.count(".") != 1:
+            raise ValueError(f"--set {item!r}: expected model.<option>=<value> or data.<option>=<value>")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            # YAML 1.1 reads "1e-3" as a string: take it as the number it means
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        overrides[key] = parsed
+    return overrides
+
+
+def demo_config(task: str) -> dict[str, Any]:
+    """``configs/demo/<task>.yaml``: the small recipe every run of the table starts from."""
+    return yaml.safe_load(Path("configs", "demo", f"{task}.yaml").read_text())
+
+
+def run_setup(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    """What defines a run besides (task, method, seed): iterations, evaluation interval, backbone, data,
+    overrides. Written into every run's key, so a changed recipe never reuses an old result."""
+    config = demo_config(task)
+    iterations = args.iterations or int(config["trainer"]["max_steps"])
+    return {
+        "iterations": iterations,
+        "every": args.every or max(1, iterations // 4),
+        "backbone": args.backbone or config["model"]["init_args"]["backbone"],
+        "data": str(args.data),
+        "overrides": dict(sorted(args.overrides.items())),
+    }
+
+
 def run_key(task: str, method: str, seed: int, setup: dict[str, Any]) -> str:
-    """Identifies a run: a changed setup (iterations, backbone, EMA cap) never reuses an old result."""
+    """Identifies a run: a changed setup (iterations, backbone, overrides) never reuses an old result."""
     return json.dumps({"task": task, "method": method, "seed": seed, **setup}, sort_keys=True)
 
 
-def build_run(job: dict[str, Any], target_train_labels: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+def build_run(job: dict[str, Any], module_class: type | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """The module, datamodule and Trainer arguments of one run: the demo config of ``job["task"]``
-    with the method's switches, the job's seed, backbone and EMA cap, and ``setup["iterations"]``.
+    (its model and data options, its iterations, its DPLG end and EMA cap) with the method's switches,
+    the job's seed, backbone and overrides, and ``setup["iterations"]``.
 
-    DPLG keeps the demo config's ``dplg_t_end`` (320 iterations; depth 200). The target training
-    labels are loaded for the oracle, or when ``target_train_labels`` (a diagnostic: the other methods
-    never read them, and the data's random draws are the same either way).
+    The target training labels are always loaded: the oracle trains on them; for the other methods
+    ``MADMModule`` only logs the teacher's pseudo-label accuracy with them (a diagnostic: no method
+    reads them, and the data's random draws are the same either way). ``module_class`` replaces
+    ``MADMModule`` (a diagnostic subclass; the same arguments).
     """
     from lightning.pytorch import seed_everything
 
@@ -114,16 +180,17 @@ def build_run(job: dict[str, Any], target_train_labels: bool = False) -> tuple[A
     from madm_pl.module import MADMModule
 
     task, method, seed, setup = job["task"], job["method"], job["seed"], job["setup"]
-    config = yaml.safe_load(Path("configs", "demo", f"{task}.yaml").read_text())
+    config = demo_config(task)
     model_args = {**config["model"]["init_args"], **METHODS[method]}
-    model_args.update(task=task, backbone=setup["backbone"], seed=seed, ema_max_alpha=setup["ema_max_alpha"])
-    data_args = dict(
-        config["data"]["init_args"], seed=seed, target_train_labels=target_train_labels or method == "oracle"
-    )
+    data_args = dict(config["data"]["init_args"], seed=seed, target_train_labels=True)
+    for key, value in setup["overrides"].items():
+        section, option = key.split(".")
+        (model_args if section == "model" else data_args)[option] = value
+    model_args.update(task=task, backbone=setup["backbone"], seed=seed)
     for key in ("source_root", "target_root"):
         data_args[key] = str(Path(setup["data"], Path(data_args[key]).name))
     seed_everything(seed, verbose=False)
-    module = MADMModule(**model_args)
+    module = (module_class or MADMModule)(**model_args)
     data = CrossModalityDataModule(**data_args)
     trainer_args = dict(
         accelerator="cpu",
@@ -136,19 +203,46 @@ def build_run(job: dict[str, Any], target_train_labels: bool = False) -> tuple[A
     return module, data, trainer_args
 
 
-def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
-    """One run (``build_run``), then the mIoU on the target test split; returns its scores."""
+def train_and_test(job: dict[str, Any], module_class: type | None = None) -> dict[str, Any]:
+    """One run (``build_run``, with ``module_class``) with the target test mIoU every ``setup["every"]``
+    iterations and at the end; returns its scores, the learning curve and the pseudo-label diagnostics
+    per interval."""
     import torch  # imported in the worker, after OMP_NUM_THREADS is set
-    from lightning.pytorch import Trainer
+    from lightning.pytorch import Callback, Trainer
 
     torch.set_num_threads(1)
-    module, data, trainer_args = build_run(job)
+    module, data, trainer_args = build_run(job, module_class)
+    every = job["setup"]["every"]
+    curve: list[dict[str, Any]] = []
+    window: dict[str, list[float]] = {}
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            for name in ("pseudo_label_accuracy", "pseudo_label_weight", "loss"):
+                value = trainer.callback_metrics.get(f"train/{name}")
+                if value is not None:
+                    window.setdefault(name, []).append(float(value))
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            # after the module's on_validation_epoch_end, which scores the epoch (callbacks run later)
+            point = {"iteration": trainer.global_step, "miou": 100 * float(pl_module.last_scores["miou"])}
+            point.update({name: statistics.fmean(v) for name, v in window.items() if v})
+            curve.append(point)
+            window.clear()
+
+    trainer_args.update(
+        limit_val_batches=1.0, val_check_interval=every, check_val_every_n_epoch=None, callbacks=[Record()]
+    )
     trainer = Trainer(**trainer_args)
     start = time.perf_counter()
     trainer.fit(module, data)
     train_seconds = time.perf_counter() - start
-    trainer.test(module, data, verbose=False)  # the target test split (limit_val_batches is 0)
-    scores = module.last_scores
+    if curve and curve[-1]["iteration"] == job["setup"]["iterations"]:
+        scores = module.last_scores  # the last validation ran at the end: the same images, the same model
+    else:
+        trainer.test(module, data, verbose=False)  # the target test split
+        scores = module.last_scores
+        curve.append({"iteration": job["setup"]["iterations"], "miou": 100 * float(scores["miou"])})
     return {
         "key": job["key"],
         "task": job["task"],
@@ -157,6 +251,7 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
         **job["setup"],
         "miou": 100 * float(scores["miou"]),
         "iou": {name: 100 * float(v) for name, v in zip(module.task.classes, scores["iou"], strict=True)},
+        "curve": curve,
         "train_seconds": train_seconds,
     }
 
@@ -165,20 +260,28 @@ def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def run_all(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Train every requested (task, method, seed) not yet in ``--runs``; return every known run by key."""
+def read_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """Every finished run in a JSON-lines file, by key (a later line wins)."""
     done = {}
-    if args.runs.is_file():
-        for line in args.runs.read_text().splitlines():
+    if path.is_file():
+        for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 done[row["key"]] = row
-    jobs = [
-        {"task": t, "method": m, "seed": s, "setup": setup, "key": run_key(t, m, s, setup)}
-        for t in args.tasks
-        for m in args.methods
-        for s in args.seeds
-    ]
+    return done
+
+
+def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Train every requested (task, method, seed) not yet in ``--runs``; return every known run by key
+    and the keys of the requested runs."""
+    done = read_runs(args.runs)
+    jobs = []
+    for task in args.tasks:
+        setup = run_setup(args, task)
+        for method in args.methods:
+            for seed in args.seeds:
+                key = run_key(task, method, seed, setup)
+                jobs.append({"task": task, "method": method, "seed": seed, "setup": setup, "key": key})
     missing = sorted((j for j in jobs if j["key"] not in done), key=lambda j: -_COST[j["method"]])
     print(f"{len(jobs)} runs, {len(jobs) - len(missing)} already done, {len(missing)} to train", flush=True)
     args.runs.parent.mkdir(parents=True, exist_ok=True)
@@ -192,10 +295,11 @@ def run_all(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, dict[s
             done[row["key"]] = row
             print(
                 f"[{time.perf_counter() - start:6.0f} s] {row['task']} {row['method']} seed {row['seed']}: "
-                f"mIoU {row['miou']:.1f} ({row['train_seconds']:.0f} s)",
+                f"mIoU {row['miou']:.1f} ({row['train_seconds']:.0f} s) curve "
+                + " ".join(f"{p['miou']:.1f}" for p in row["curve"]),
                 flush=True,
             )
-    return done
+    return done, [job["key"] for job in jobs]
 
 
 def summarise(runs: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> dict[str, Any]:
@@ -316,34 +420,115 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def paired_differences(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per task, each ingredient against its baseline, seed by seed (the same seed = the same data order,
+    crops and initialisation): self-training - source-only, and +DPLG / +LPLR / MADM - self-training.
+
+    Returns ``{task: {"+DPLG vs self-training": {"seeds", "differences", "mean", "std"}, ...}}``.
+    """
+    pairs = [("self-training", "source-only"), ("+DPLG", "self-training"), ("+LPLR", "self-training")]
+    pairs.append(("MADM", "self-training"))
+    result: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        scores = {(r["method"], r["seed"]): r["miou"] for r in runs if r["task"] == task}
+        result[task] = {}
+        for method, baseline in pairs:
+            seeds = sorted(s for m, s in scores if m == method and (baseline, s) in scores)
+            if not seeds:
+                continue
+            differences = [scores[(method, s)] - scores[(baseline, s)] for s in seeds]
+            result[task][f"{method} vs {baseline}"] = {
+                "seeds": seeds,
+                "differences": differences,
+                "mean": statistics.fmean(differences),
+                "std": statistics.stdev(differences) if len(differences) > 1 else 0.0,
+            }
+    return result
+
+
+def differences_table(differences: dict[str, dict[str, Any]], tasks: Sequence[str]) -> str:
+    """Rows: each comparison; columns: tasks; cells: ``mean ± std`` of the paired per-seed differences."""
+    names = list(dict.fromkeys(name for task in tasks for name in differences.get(task, {})))
+    lines = ["| paired difference (per seed) | " + " | ".join(tasks) + " |"]
+    lines.append("| --- | " + " | ".join("---" for _ in tasks) + " |")
+    for name in names:
+        cells = []
+        for task in tasks:
+            cell = differences.get(task, {}).get(name)
+            cells.append("-" if cell is None else f"{cell['mean']:+.1f} ± {cell['std']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_curves_chart(runs: list[dict[str, Any]], task: str, methods: Sequence[str], path: Path) -> None:
+    """Test mIoU against iteration for every method on one task: mean over seeds, band = min..max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method in methods:
+        curves = [r["curve"] for r in runs if r["task"] == task and r["method"] == method and r.get("curve")]
+        if not curves:
+            continue
+        iterations = sorted(set.intersection(*({p["iteration"] for p in c} for c in curves)))
+        values = [[next(p["miou"] for p in c if p["iteration"] == i) for c in curves] for i in iterations]
+        mean = [statistics.fmean(v) for v in values]
+        (line,) = ax.plot(iterations, mean, marker="o", markersize=3, label=f"{method} ({len(curves)} seeds)")
+        ax.fill_between(
+            iterations, [min(v) for v in values], [max(v) for v in values], alpha=0.15, color=line.get_color()
+        )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("target test mIoU (%)")
+    ax.set_title(f"{task}: learning curves, mean over seeds, band = min..max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    setup = {
-        "iterations": args.iterations,
-        "backbone": args.backbone,
-        "ema_max_alpha": args.ema_max_alpha,
-        "data": str(args.data),
+    done, _ = run_all(args)
+    # The table covers every task with runs of its setup (this call's options), not only this call's tasks.
+    wanted = {
+        run_key(task, method, seed, run_setup(args, task))
+        for task in TASKS
+        for method in METHODS
+        for seed in args.seeds
     }
-    done = run_all(args, setup)
-    # The table covers every task and method with runs of this setup, not only those of this call.
     setup_runs = sorted(
-        (r for r in done.values() if r["seed"] in args.seeds and all(r[k] == v for k, v in setup.items())),
+        (r for r in done.values() if r["key"] in wanted),
         key=lambda r: (TASKS.index(r["task"]), list(METHODS).index(r["method"]), r["seed"]),
     )
     tasks = [t for t in TASKS if any(r["task"] == t for r in setup_runs)]
     methods = [m for m in METHODS if any(r["method"] == m for r in setup_runs)]
     summary = summarise(setup_runs, tasks, methods)
-    table = markdown_table(summary, tasks, methods)
+    summary["paired_differences"] = paired_differences(setup_runs, tasks)
     minutes = sum(r["train_seconds"] for r in setup_runs) / 60
+    setups = {task: run_setup(args, task) for task in tasks}
+    recipe = "; ".join(
+        f"{task}: {setup['iterations']} iterations, backbone `{setup['backbone']}`"
+        for task, setup in setups.items()
+    )
+    overrides = f", overrides {args.overrides}" if args.overrides else ""
     content = (
-        f"{args.iterations} iterations per run, {seeds_note(setup_runs, tasks)}, "
-        f"backbone `{args.backbone}`, EMA cap "
-        f"{args.ema_max_alpha}; {len(setup_runs)} runs, {minutes:.0f} CPU-minutes of training.\n\n{table}"
+        f"The demo configs' small recipe ({recipe}{overrides}), {seeds_note(setup_runs, tasks)}; "
+        f"{len(setup_runs)} runs, {minutes:.0f} CPU-minutes of training.\n\n"
+        f"{markdown_table(summary, tasks, methods)}\n\n"
+        f"{differences_table(summary['paired_differences'], tasks)}"
     )
     print("\n" + content)
     record = {"setup": vars(args) | {"tasks": tasks}, "runs": setup_runs, **summary}
     _write_atomic(args.json, json.dumps(record, indent=1, default=str) + "\n")
     write_chart(summary, tasks, methods, args.chart)
+    if args.curves_task in tasks:
+        write_curves_chart(setup_runs, args.curves_task, methods, args.curves_chart)
     if args.markdown.is_file():
         _write_atomic(args.markdown, replace_between_markers(args.markdown.read_text(), content))
     return summary

@@ -8,6 +8,7 @@ for the overrides a CPU needs: the tiny stack, a narrow head, small sizes and fa
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ COMMON_MODEL = {
     "backbone": "path/to/stable-diffusion-v1-4",
     "noise_seed": 42,
     "unet_gradient_checkpointing": True,
+    "vae_dtype": "float32",
     "head_embed_dim": 256,
     "head_projection_channels": 512,
     "head_decoded_channels": 128,
@@ -131,11 +133,21 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert model.task == data.task == task
     assert {key: model[key] for key in COMMON_MODEL} == COMMON_MODEL
     assert {key: data[key] for key in COMMON_DATA} == COMMON_DATA
+    # a folder scan of DSEC keeps the frames of the reference's lists (train: even from 000002)
+    assert data.dsec_frames == ("reference" if task == "rgb2event" else "all")
     values = TASK_VALUES[task]
     assert data.target_resize == values["target_resize"]
     assert {key: model[key] for key in values if key != "target_resize"} == {
         key: value for key, value in values.items() if key != "target_resize"
     }
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_reference_precision_is_one_switch_away(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reference: fp16 autocast with a GradScaler (train.amp.enabled) and fp16 VAE weights.
+    switch = ["--trainer.precision=16-mixed", "--model.init_args.vae_dtype=float16"]
+    config = parse(monkeypatch, "-c", str(REPO / "configs" / f"{task}.yaml"), *switch)
+    assert (config.trainer.precision, config.model.init_args.vae_dtype) == ("16-mixed", "float16")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -177,7 +189,7 @@ def cpu_overrides(tmp_path: Path, source: FakeTree, target: FakeTree) -> list[st
 
 
 def iou_tables(text: str) -> list[tuple[str, list[str]]]:
-    """(title, class rows) of every IoU table in a log."""
+    """(title, class rows) of every IoU table in a log (one column, or whole split + reference protocol)."""
     tables = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -186,7 +198,7 @@ def iou_tables(text: str) -> list[tuple[str, list[str]]]:
             for row in lines[i + 3 :]:
                 if row.startswith("---"):
                     break
-                rows.append(row.rsplit(maxsplit=1)[0].strip().replace(" ", "_"))
+                rows.append(re.sub(r"(\s+(n/a|\d+\.\d\d))+$", "", row).strip().replace(" ", "_"))
             tables.append((line.strip(), rows))
     return tables
 
@@ -209,6 +221,7 @@ def test_infrared_recipe_iterations_validation_and_test_from_checkpoint(
     main(["test", "-c", config, *overrides, f"--ckpt_path={checkpoint}"])
     [(title, rows)] = iou_tables(caplog.text)
     assert title == "test after iteration 1 (rgb2infrared)"  # the checkpoint's iteration
+    assert "whole split  reference protocol" in caplog.text  # both columns (data/reference.py)
     assert rows == REFERENCE_CLASSES["rgb2infrared"].split()  # the paper's class order
 
 

@@ -1,4 +1,5 @@
-"""Multi-process evaluation: 2 CPU processes (DDP, gloo) score the test split exactly as 1 process.
+"""Multi-process evaluation: 2 CPU processes (DDP, gloo) score the test split exactly as 1 process,
+the whole split and the reference protocol (the reference's rank-0 share, data/reference.py) alike.
 
 Each test image must be counted once in the confusion matrix, which torchmetrics sums over the
 processes on ``compute`` (SPEC section 6: gather across ranks). Lightning's default sampler for
@@ -74,4 +75,7 @@ def test_two_processes_score_the_test_split_as_one(cityscapes_tree: FakeTree, tm
     one = test_scores(1, module, datamodule(cityscapes_tree, fmb))
     two = test_scores(2, module, datamodule(cityscapes_tree, fmb))
     assert "test/miou" in one
+    # the reference's rank-0 share (images 0 and 1) spans both processes here (rank 0 scores images 0
+    # and 2, rank 1 image 1): summed over the processes it must equal the one-process score too
+    assert "test/miou_reference_protocol" in one
     assert two == pytest.approx(one, abs=1e-6)

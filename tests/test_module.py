@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.plugins import MixedPrecision
 
-from madm_pl.callbacks import FiniteWeightsGuard
+from madm_pl.callbacks import FiniteWeightsGuard, IoUTable
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.losses import dplg_timestep, ema_alpha
 from madm_pl.module import MADMModule
+from tests.fake_trees import FakeTree, image_value, split_label, write_cityscapes, write_file_list, write_fmb
 
 SIZE = 64  # crop and test size: the tiny stack needs multiples of 8 (VAE stride) and 32 (UNet taps)
 TINY_HEAD = dict(
@@ -195,18 +200,29 @@ def test_finite_weights_guard_refuses_nan_checkpoint(tmp_path: Path) -> None:
 
 
 def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) -> None:
-    module = make_module(lr=5e-6, weight_decay=0.05)
+    module = make_module(lr=5e-6, weight_decay=0.05, head_lr_multiplier=10.0)
     trainer = make_trainer(tmp_path, 1000)
     module.trainer = trainer  # configure_optimizers reads trainer.max_steps
     trainer.strategy._lightning_module = module
     config = module.configure_optimizers()
-    decay, no_decay = config["optimizer"].param_groups
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    # LearningRateMonitor logs lr/weights and lr/norms_and_biases
-    assert (decay["name"], no_decay["name"]) == ("weights", "norms_and_biases")
-    assert config["lr_scheduler"]["name"] == "lr"
-    decay_ids = {id(p) for p in decay["params"]}
-    no_decay_ids = {id(p) for p in no_decay["params"]}
+    groups = {group["name"]: group for group in config["optimizer"].param_groups}
+    assert list(groups) == ["unet", "unet_no_decay", "conditioning", "head", "head_no_decay"]
+    assert {name: g["weight_decay"] for name, g in groups.items()} == {
+        "unet": 0.05,
+        "unet_no_decay": 0.0,
+        "conditioning": 0.05,
+        "head": 0.05,
+        "head_no_decay": 0.0,
+    }
+    # The head (from scratch) at 10x the UNet's and the conditioning's rate.
+    assert {name: g["initial_lr"] for name, g in groups.items()} == pytest.approx(
+        {"unet": 5e-6, "unet_no_decay": 5e-6, "conditioning": 5e-6, "head": 5e-5, "head_no_decay": 5e-5}
+    )
+    decay_ids = {id(p) for name in ("unet", "conditioning", "head") for p in groups[name]["params"]}
+    no_decay_ids = {id(p) for name in ("unet_no_decay", "head_no_decay") for p in groups[name]["params"]}
+    head_ids = {id(p) for p in module.student.head.parameters()}
+    assert head_ids == {id(p) for name in ("head", "head_no_decay") for p in groups[name]["params"]}
+    assert config["lr_scheduler"]["name"] == "lr"  # LearningRateMonitor: lr/<group name>
     conditioning = module.student.conditioning
     assert all(id(p) in decay_ids for p in conditioning.parameters())  # prompt, gates, time embedding
     for name, param in module.student.head.named_parameters():
@@ -222,6 +238,7 @@ def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) 
     assert not decay_ids & no_decay_ids
     scheduler = config["lr_scheduler"]["scheduler"]
     assert scheduler.get_last_lr()[0] == pytest.approx(5e-6 * 0.067)
+    assert scheduler.get_last_lr()[3] == pytest.approx(5e-5 * 0.067)
     assert config["lr_scheduler"]["interval"] == "step"
 
 
@@ -325,3 +342,125 @@ def test_pseudo_label_logits_use_the_dplg_timestep(synthetic_root: Path) -> None
     assert make_module(dplg=False).pseudo_label_timestep(0) == 0
     with pytest.raises(ValueError, match="makes no pseudo-labels"):
         make_module(mode="source_only").pseudo_label_logits(image, 0)
+
+
+# --------------------------------------------------------------------- the reference protocol
+# Five uniform 8x8 FMB test images, (ground truth, prediction) in 9-class ids (sky 0, road 4, car 7).
+# The reference's rank-0 share on 2 GPUs is the first 3 images of its list (data/reference.py).
+FIVE_IMAGES = [(0, 0), (4, 4), (0, 4), (7, 7), (7, 0)]
+FMB_ID = {0: 7, 4: 1, 7: 9}  # FMB label ids of sky, road, car
+
+
+def five_image_test_split(tmp_path: Path) -> FakeTree:
+    """``tmp_path/fmb`` with the five test images (and one Cityscapes image, which the test never reads)."""
+    write_cityscapes(tmp_path / "cityscapes", [split_label((32, 64), 0, 13)])
+    labels = [np.full((8, 8), FMB_ID[truth], np.uint8) for truth, _ in FIVE_IMAGES]
+    return write_fmb(tmp_path / "fmb", labels, train_count=1, size=(8, 8))
+
+
+def predict_by_image(module: MADMModule) -> None:
+    """Replace the network: image ``i`` (grey value ``image_value(i)``) is predicted as FIVE_IMAGES[i][1]."""
+
+    def forward(image: torch.Tensor) -> torch.Tensor:
+        index = ((image[:, 0, 0, 0] * 255 - image_value(0)) / 20).round().long()
+        classes = torch.tensor([predicted for _, predicted in FIVE_IMAGES])[index]
+        one_hot = torch.nn.functional.one_hot(classes, module.task.num_classes).float()
+        return one_hot[:, :, None, None].expand(-1, -1, *image.shape[-2:])
+
+    module.forward = forward
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/num_workers advice
+def test_reference_protocol_scores_the_first_half_next_to_the_whole_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fmb = five_image_test_split(tmp_path)
+    module = make_module()
+    predict_by_image(module)
+    trainer_args = dict(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[IoUTable()])
+    data = dict(test_size=(8, 8), source_resize=(32, 64), crop_size=(32, 32), target_resize=(32, 64))
+    caplog.set_level(logging.INFO)
+    scores = Trainer(**trainer_args).test(module, make_data(tmp_path, **data), verbose=False)[0]
+    # whole split: sky TP 64, FN 64 (image 2), FP 64 (image 4) -> 1/3; road 1/2; car 1/2 -> 4/9
+    assert scores["test/miou"] == pytest.approx(400 / 9)
+    assert scores["test/iou_sky"] == pytest.approx(100 / 3)
+    # images 0-2: sky TP 64, FN 64 -> 1/2; road TP 64, FP 64 -> 1/2; car absent (not logged) -> 1/2
+    assert scores["test/miou_reference_protocol"] == pytest.approx(50.0)
+    assert scores["test/iou_sky_reference_protocol"] == pytest.approx(50.0)
+    assert "test/iou_car_reference_protocol" not in scores and "test/iou_car" in scores
+    assert (
+        "reference protocol: the reference's rank-0 share on 2 GPUs: the first 3 of the 5 test" in caplog.text
+    )
+    assert module.last_scores["reference_protocol"]["miou"] == pytest.approx(0.5)
+
+    # A file list sets the order: reversed, the share is images 4, 3, 2 (sky 0, road 0, car 1/2 -> 1/6).
+    reversed_list = write_file_list(
+        tmp_path / "test.json", target_images=fmb.test_images[::-1], target_labels=fmb.test_labels[::-1]
+    )
+    listed = make_data(tmp_path, test_file_list=str(reversed_list), **data)
+    scores = Trainer(**trainer_args).test(module, listed, verbose=False)[0]
+    assert scores["test/miou"] == pytest.approx(400 / 9)
+    assert scores["test/miou_reference_protocol"] == pytest.approx(100 / 6)
+    assert scores["test/iou_road_reference_protocol"] == 0.0  # predicted on image 2, in no label of the share
+
+
+# ------------------------------------------------------------------------------------ precision
+def test_fp16_vae_option_and_its_precision_check(synthetic_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"model\.vae_dtype='bfloat16': expected one of \['float32', 'float16'\]"
+    ):
+        make_module(vae_dtype="bfloat16")
+    module = make_module(vae_dtype="float16")
+    assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
+    assert {p.dtype for p in module.backbone.unet.parameters()} == {torch.float32}
+    # the fp32 head and losses read fp16 VAE outputs only under fp16 autocast: a clear error, no dtype crash
+    with pytest.raises(
+        ValueError, match=r"needs trainer\.precision='16-mixed' .* but trainer\.precision='32-true'"
+    ):
+        make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+    # on a CPU Lightning runs 16-mixed as bf16-mixed, where an fp16 VAE cannot run: the same clear error
+    with pytest.raises(
+        ValueError, match=r"trainer\.precision='bf16-mixed' \(on a CPU Lightning runs 16-mixed"
+    ):
+        make_trainer(tmp_path, 1, precision="16-mixed").fit(module, make_data(synthetic_root))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU advice and lr_scheduler order note
+def test_16_mixed_with_fp16_vae_leaves_overflows_to_the_grad_scaler(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    # The reference's precision on the CPU: Trainer(precision="16-mixed") falls back to bf16 there, so the
+    # plugin is passed itself (fp16 autocast on the CPU and a GradScaler; a small initial scale keeps the
+    # tiny model's fp16 backward from overflowing by itself).
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    module = make_module(vae_dtype="float16")
+    first = next(module.student.head.parameters())
+    calls = {"backward": 0}
+
+    def overflow_first_step(grad: torch.Tensor) -> torch.Tensor:
+        calls["backward"] += 1
+        return torch.full_like(grad, math.inf) if calls["backward"] == 1 else grad
+
+    first.register_hook(overflow_first_step)
+    snapshots: list[tuple[dict[str, torch.Tensor], float]] = []
+
+    class Snapshot(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            snapshots.append((state(pl_module.student), trainer.precision_plugin.scaler.get_scale()))
+
+    before = state(module.student)
+    trainer = make_trainer(
+        tmp_path, 2, plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)], callbacks=[Snapshot()]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, make_data(synthetic_root))
+    assert trainer.precision == "16-mixed"
+    assert not [w for w in caught if "non-finite gradient" in str(w.message)]  # the module's guard kept out
+    learned = [k for k in before if "running" not in k and "num_batches" not in k]
+    (after_overflow, scale_0), (after_finite, scale_1) = snapshots
+    assert all(torch.equal(after_overflow[k], before[k]) for k in learned)  # the scaler skipped step 0
+    assert (scale_0, scale_1) == (128.0, 128.0)  # halved once, no growth within 2000 steps
+    assert any(not torch.equal(after_finite[k], before[k]) for k in learned)  # step 1 trained
+    # Lightning moved the module (.to(device)) without touching dtypes: the VAE is still fp16
+    assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}

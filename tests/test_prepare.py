@@ -84,13 +84,29 @@ def test_config_gives_defaults_and_command_line_overrides(
     cityscapes_tree: FakeTree, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # the paper config names task rgb2event and placeholder roots; the command line replaces the roots
-    dsec = write_dsec(tmp_path / "dsec", [split_label((16, 32), 5, 8)], train_count=1)
+    dsec = write_dsec(tmp_path / "dsec", [split_label((16, 32), 5, 8)], train_count=1)  # frame 000002
+    write_png(dsec.root / "69mask_train_edges/zurich_city_00_a/000001.png", np.zeros((16, 32), np.uint8))
     config = str(REPO / "configs" / "rgb2event.yaml")
     cli_main(["prepare", "-c", config, *roots(cityscapes_tree, dsec), "--data.rcs_min_pixels=100"])
     out = capsys.readouterr().out
     assert "task rgb2event (11 classes)" in out
     assert row(out, "DSEC test (target)")[:2] == ["1", "2806"]
     assert "data.rcs_temperature=0.01" in out  # from the config
+    # the config's data.dsec_frames: reference drops the odd frame, as training does
+    assert row(out, "DSEC train (target)")[:2] == ["1", "4037"]
+    assert "DSEC train: kept 1 frames, dropped 1 (data.dsec_frames='reference'" in out
+    cli_main(
+        [
+            "prepare",
+            "-c",
+            config,
+            *roots(cityscapes_tree, dsec),
+            "--data.rcs_min_pixels=100",
+            "--data.dsec_frames=all",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert row(out, "DSEC train (target)")[:2] == ["2", "4037"] and "dropped" not in out
 
 
 @pytest.mark.filterwarnings("ignore::madm_pl.prepare.DatasetSizeWarning")

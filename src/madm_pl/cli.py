@@ -8,8 +8,10 @@ provides the ``lightning`` command users expect (``lightning fit -c ...``).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -24,10 +26,25 @@ from madm_pl.callbacks import (
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.module import MADMModule
 
+#: madm-pl's own commands (outside LightningCLI), one line each at the end of ``madm-pl --help``.
+OWN_COMMANDS: dict[str, str] = {
+    "convert": "turn a released MADM model_RGB2*.pth into a madm-pl checkpoint (madm-pl convert --help)",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """Lightning's help, with the epilog (the command list) printed as written."""
+
 
 class MADMCLI(LightningCLI):
     """LightningCLI with the task and class count linked from the data to the model, and the callbacks
     every run needs always present (each configurable under its own key)."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        # The top-level help only (the subcommands' parsers keep Lightning's).
+        self.parser.formatter_class = _HelpFormatter
+        self.parser.epilog = "other commands:\n" + "\n".join(f"  {n:<20}{t}" for n, t in OWN_COMMANDS.items())
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.task", "model.init_args.task")
@@ -63,6 +80,11 @@ def main(args: list[str] | None = None) -> None:
         from madm_pl.prepare import main as prepare_main  # checks real data trees; no model needed
 
         prepare_main(args[1:])
+        return
+    if args[:1] == ["convert"]:
+        from madm_pl.convert import main as convert_main  # reads a reference checkpoint; no Trainer
+
+        convert_main(args[1:])
         return
     MADMCLI(
         MADMModule,

@@ -40,6 +40,9 @@ from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 
 Mode = Literal["madm", "source_only", "oracle"]
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
+REFERENCE_PROTOCOL = "reference_protocol"
 
 
 class Student(nn.Module):
@@ -62,6 +65,8 @@ class MADMModule(LightningModule):
         noise_seed: seed of the fixed diffusion noise (reference: 42).
         unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
         compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
+        vae_dtype: dtype of the frozen VAE's weights: ``float32`` (default) or ``float16`` (the
+            reference's; needs ``trainer.precision: 16-mixed``, checked at setup).
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
         head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
@@ -83,7 +88,10 @@ class MADMModule(LightningModule):
         dplg_t_end: iteration at which the DPLG timestep reaches 0 (paper 8000, depth 5000).
         ema_max_alpha: the EMA momentum cap (0.999).
         pseudo_label_threshold: confidence for the pseudo-label weight q (0.968).
-        lr: AdamW learning rate for every parameter (5e-6).
+        lr: AdamW learning rate of the UNet and the conditioning (paper: 5e-6 for every parameter).
+        head_lr_multiplier: the head's (projections + DAFormer head) learning rate is ``lr`` times this
+            (paper: 1; DAFormer trains its head at 10x the backbone's rate). The head starts from scratch
+            while the UNet is pretrained.
         weight_decay: AdamW weight decay, 0 for norm layers and biases (0.05).
         seed: seed of the per-step random streams (ClassMix, augmentation, DPLG draws, dropout).
     """
@@ -96,6 +104,7 @@ class MADMModule(LightningModule):
         noise_seed: int = 42,
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
+        vae_dtype: Literal["float32", "float16"] = "float32",
         head_embed_dim: int = 256,
         head_projection_channels: int = 512,
         head_decoded_channels: int = 128,
@@ -115,6 +124,7 @@ class MADMModule(LightningModule):
         ema_max_alpha: float = 0.999,
         pseudo_label_threshold: float = 0.968,
         lr: float = 5e-6,
+        head_lr_multiplier: float = 1.0,
         weight_decay: float = 0.05,
         seed: int = 42,
     ) -> None:
@@ -130,9 +140,14 @@ class MADMModule(LightningModule):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
 
+        if vae_dtype not in _VAE_DTYPES:
+            raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
         try:
             self.backbone = DiffusionBackbone(
-                backbone, noise_seed=noise_seed, unet_gradient_checkpointing=unet_gradient_checkpointing
+                backbone,
+                noise_seed=noise_seed,
+                unet_gradient_checkpointing=unet_gradient_checkpointing,
+                vae_dtype=_VAE_DTYPES[vae_dtype],
             )
         except FileNotFoundError as error:
             raise FileNotFoundError(
@@ -160,11 +175,30 @@ class MADMModule(LightningModule):
         self.register_buffer("palette", torch.from_numpy(self.task.palette), persistent=False)
         self.val_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
         self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
+        # Only the images of the reference's rank-0 share (batches' "in_reference_share").
+        self.val_confusion_reference = MulticlassConfusionMatrix(
+            self.task.num_classes, ignore_index=IGNORE_INDEX
+        )
+        self.test_confusion_reference = MulticlassConfusionMatrix(
+            self.task.num_classes, ignore_index=IGNORE_INDEX
+        )
+        self._reference_scored = False
         # Filled at the end of validate/test for the callbacks (IoU table, confusion matrix image).
         self.last_scores: dict[str, Any] = {}
         self._checkpoint_iteration = 0
 
     # ----------------------------------------------------------------------------------- model
+    def setup(self, stage: str) -> None:
+        # An fp16 VAE hands fp16 tensors to the fp32 head and losses: fp16 autocast reconciles them (bf16
+        # autocast does not on the CPU, whose GroupNorm then meets bf16 inputs and fp16 weights).
+        precision = str(self.trainer.precision)
+        if self.hparams.vae_dtype == "float16" and precision != "16-mixed":
+            raise ValueError(
+                f"model.vae_dtype='float16' needs trainer.precision='16-mixed' (the reference's pairing), "
+                f"but trainer.precision={precision!r} (on a CPU Lightning runs 16-mixed as bf16-mixed); "
+                "set trainer.precision: 16-mixed on a GPU, or model.vae_dtype: float32"
+            )
+
     def configure_model(self) -> None:
         if self.hparams.compile_unet and not getattr(self, "_unet_compiled", False):
             # In place (nn.Module.compile): the state_dict keys stay those of an eager run, so a
@@ -366,6 +400,10 @@ class MADMModule(LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
         # drop them so AdamW skips every parameter this step instead of writing NaN into the weights.
+        # With 16-mixed, Lightning's GradScaler has unscaled the gradients before this hook and skips
+        # the step itself when they overflow (then lowers the scale): routine, left to the scaler.
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # One device-to-host sync for the whole model, not one per parameter.
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
@@ -373,25 +411,34 @@ class MADMModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: dict[str, torch.Tensor], confusion: MulticlassConfusionMatrix) -> None:
-        logits = self(batch["image"])
-        confusion.update(logits.argmax(1), batch["label"])
+    def _evaluate(
+        self,
+        batch: dict[str, Any],
+        confusion: MulticlassConfusionMatrix,
+        reference: MulticlassConfusionMatrix,
+    ) -> None:
+        prediction = self(batch["image"]).argmax(1)
+        confusion.update(prediction, batch["label"])
+        share = batch.get("in_reference_share")
+        if share is not None:
+            # Every rank updates (possibly with no image), so all ranks agree on what compute() syncs.
+            reference.update(prediction[share], batch["label"][share])
+            self._reference_scored = True
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_confusion)
+        self._evaluate(batch, self.val_confusion, self.val_confusion_reference)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_confusion)
+        self._evaluate(batch, self.test_confusion, self.test_confusion_reference)
 
-    def _log_scores(self, stage: str, confusion: MulticlassConfusionMatrix) -> None:
+    def _log_scores(
+        self, stage: str, confusion: MulticlassConfusionMatrix, reference: MulticlassConfusionMatrix
+    ) -> None:
         # compute() sums the confusion over all ranks before scoring (the reference scored shards).
         matrix = confusion.compute()
         miou, iou = miou_from_confusion(matrix)
         confusion.reset()
-        self.log(f"{stage}/miou", miou * 100, prog_bar=True, sync_dist=False)
-        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
-            if not math.isnan(value):
-                self.log(f"{stage}/iou_{name.replace(' ', '_')}", value * 100)
+        self._log_iou(stage, "", miou, iou)
         # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
         fitting = self.trainer.state.fn == "fit"
         iteration = self.global_step if fitting else self._checkpoint_iteration
@@ -402,15 +449,29 @@ class MADMModule(LightningModule):
             "confusion": matrix.cpu(),  # (C,C) int64 pixel counts, rows = ground truth
             "iteration": iteration,
         }
+        if self._reference_scored:
+            # The reference's rank-0 share of the split (data/reference.py), next to the whole split.
+            miou, iou = miou_from_confusion(reference.compute())
+            self._log_iou(stage, f"_{REFERENCE_PROTOCOL}", miou, iou)
+            self.last_scores[REFERENCE_PROTOCOL] = {"miou": miou, "iou": iou.cpu()}
+        reference.reset()
+        self._reference_scored = False
+
+    def _log_iou(self, stage: str, suffix: str, miou: float, iou: torch.Tensor) -> None:
+        """Log ``<stage>/miou<suffix>`` and ``<stage>/iou_<class><suffix>`` in percent (absent: skipped)."""
+        self.log(f"{stage}/miou{suffix}", miou * 100, prog_bar=not suffix, sync_dist=False)
+        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
+            if not math.isnan(value):
+                self.log(f"{stage}/iou_{name.replace(' ', '_')}{suffix}", value * 100)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_iteration = checkpoint.get("global_step", 0)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.val_confusion)
+        self._log_scores("val", self.val_confusion, self.val_confusion_reference)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.test_confusion)
+        self._log_scores("test", self.test_confusion, self.test_confusion_reference)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps for a folder of target images: (B,H,W) int64 at the network input size."""
@@ -418,13 +479,26 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5)."""
+        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5).
+
+        Parameter groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``,
+        ``conditioning`` (prompt, gates, time embedding: all decayed), ``head``, ``head_no_decay``
+        (projections and DAFormer head). Every group's learning rate is ``lr``, the head's
+        ``lr * head_lr_multiplier``; the LR factor scales all of them alike.
+        """
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps <= 0:
             raise ValueError("set trainer.max_steps (> 0): the MADM learning-rate schedule is per iteration")
-        decay, no_decay = [], []
+        hp = self.hparams
+        groups = []
         seen: set[int] = set()
-        for module in [self.backbone.unet, self.student]:
+        parts = (
+            ("unet", self.backbone.unet, hp.lr),
+            ("conditioning", self.student.conditioning, hp.lr),
+            ("head", self.student.head, hp.lr * hp.head_lr_multiplier),
+        )
+        for part, module, lr in parts:
+            decay, no_decay = [], []
             for submodule in module.modules():
                 for name, param in submodule.named_parameters(recurse=False):
                     if not param.requires_grad or id(param) in seen:
@@ -432,13 +506,15 @@ class MADMModule(LightningModule):
                     seen.add(id(param))
                     is_norm = isinstance(submodule, _NORM_TYPES)
                     (no_decay if is_norm or name.endswith("bias") else decay).append(param)
+            for name, params, weight_decay in (
+                (part, decay, hp.weight_decay),
+                (f"{part}_no_decay", no_decay, 0.0),
+            ):
+                if params:
+                    groups.append({"name": name, "params": params, "weight_decay": weight_decay, "lr": lr})
         optimizer = torch.optim.AdamW(
-            [
-                # The names label the learning-rate curves (LearningRateMonitor: lr/<name>).
-                {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "weights"},
-                {"params": no_decay, "weight_decay": 0.0, "name": "norms_and_biases"},
-            ],
-            lr=self.hparams.lr,
+            groups,
+            lr=hp.lr,
             # One multi-tensor update instead of a Python loop over ~500 tensors: on CPU the loop
             # was ~10% of a tiny-stack step (benchmarks/step_cost.py); the result is the same.
             foreach=True,

@@ -70,6 +70,7 @@ OPTIONS: dict[str, type] = {
     "train_file_list": str,
     "test_file_list": str,
     "label_map": str,
+    "dsec_frames": str,
     "target_train_labels": bool,
     "rcs_min_pixels": int,
     "rcs_temperature": float,
@@ -250,6 +251,7 @@ def _open_datasets(
             options["label_map"],
             "data.target_root",
             labelled=labelled,
+            dsec_frames=options["dsec_frames"],
         )
 
     target_train = attempt(lambda: target("train"))
@@ -381,6 +383,10 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         print(f"  {count.name:<{name_width}}  {count.images:>6}  {published:>9}  {count.root}")
     if target_test is None:
         print(f"  no {target_name} test split (test/images/ and test/labels/): no validation or test")
+    for dataset in (target_train, target_test):
+        selection = getattr(dataset, "frame_selection", lambda: None)()
+        if selection is not None:
+            print(f"  {selection}")
 
     image_counts = load_or_compute_class_counts(options["source_root"], source.label_paths)
     report.rcs_cache = Path(options["source_root"]) / CACHE_NAME

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,10 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     datamodule = make(cityscapes_tree, fmb_tree, val_batch_size=2, predict_root=str(predict_root))
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
-    assert set(batch) == {"image", "label", "name"}
+    assert set(batch) == {"image", "label", "name", "in_reference_share"}
+    # the reference's rank-0 share of 2 test images on 2 GPUs: the first one
+    assert batch["in_reference_share"].tolist() == [True, False]
+    assert datamodule.reference_share.indices == frozenset({0})
     assert batch["image"].shape == (2, 3, 8, 16)
     assert batch["label"].shape == (2, 8, 16)
     assert batch["label"].dtype == torch.int64
@@ -259,14 +263,62 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     assert batch["name"] == ["00001", "00002"]
 
 
+def test_reference_share_of_a_deliver_scan_follows_the_reference_order(
+    cityscapes_tree: FakeTree, tmp_path: Path
+) -> None:
+    # A scan sorts MAP_1_point2 before MAP_1_point22; the reference's lists (sorted with '\\' as the
+    # separator) put point22 first, so its rank-0 share (2 of 3 images) is the two point22 images.
+    root = tmp_path / "deliver"
+    for folder, frame in (("MAP_1_point2", 100), ("MAP_1_point22", 200), ("MAP_1_point22", 300)):
+        write_png(
+            root / f"depth/cloud/test/{folder}/{frame:06d}_depth_front.png", np.zeros((16, 32, 3), np.uint8)
+        )
+        write_png(
+            root / f"semantic/cloud/test/{folder}/{frame:06d}_semantic_front.png",
+            np.ones((16, 32, 3), np.uint8),
+        )
+    datamodule = make(cityscapes_tree, FakeTree(root), task="rgb2depth", val_batch_size=3)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert [name.split("/")[3] for name in batch["name"]] == [
+        "MAP_1_point2",
+        "MAP_1_point22",
+        "MAP_1_point22",
+    ]
+    assert batch["in_reference_share"].tolist() == [False, True, True]
+    assert datamodule.reference_share.order == "scan"
+
+
+def test_dsec_frames_option_selects_and_reports(
+    cityscapes_tree: FakeTree, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dsec = write_dsec(tmp_path / "dsec", [split_label((16, 32), 5, 8)], train_count=2)  # 000002, 000004
+    for frame in (1, 3, 5):
+        write_png(
+            dsec.root / f"69mask_train_edges/zurich_city_00_a/{frame:06d}.png", np.zeros((16, 32), np.uint8)
+        )
+    caplog.set_level(logging.INFO)
+    every = make(cityscapes_tree, dsec, task="rgb2event", rcs=False)
+    every.setup("fit")
+    assert len(every.train_dataset.target) == 5
+    assert "dropped" not in caplog.text
+    reference = make(cityscapes_tree, dsec, task="rgb2event", rcs=False, dsec_frames="reference")
+    reference.setup("fit")
+    assert len(reference.train_dataset.target) == 2
+    assert "DSEC train: kept 2 frames, dropped 3 (data.dsec_frames='reference'" in caplog.text
+    assert "DSEC test: kept 1 frames, dropped 0" in caplog.text
+
+
 def test_folder_kind_with_label_map(cityscapes_tree: FakeTree, folder_tree: FakeTree, tmp_path) -> None:
     datamodule = make(
         cityscapes_tree, folder_tree, target_kind="folder", label_map=str(tmp_path / "mycam_labels.yaml")
     )
     datamodule.setup("fit")
     assert set(train_batches(datamodule, 1)[0]) == {"source_image", "source_label", "target_image"}
-    label = next(iter(datamodule.val_dataloader()))["label"]
+    batch = next(iter(datamodule.val_dataloader()))
+    label = batch["label"]
     assert (label[0, 0, 0].item(), label[0, -1, -1].item()) == (4, 7)  # raw 1 -> road, raw 2 -> 7
+    assert "in_reference_share" not in batch and datamodule.reference_share is None  # not a paper dataset
     # a folder without a test split: no validation in fit, a clear error for validate
     bare = make(cityscapes_tree, write_image_folder(tmp_path / "bare"), target_kind="folder")
     bare.setup("fit")
@@ -367,6 +419,16 @@ def test_state_dict_round_trip(cityscapes_tree: FakeTree, fmb_tree: FakeTree) ->
         ({"label_map": "x.yaml"}, ValueError, r"data\.label_map applies only to data\.target_kind='folder'"),
         ({"task": "rgb2sonar"}, ValueError, r"unknown task 'rgb2sonar'"),
         ({"epoch_length": 1}, ValueError, r"data\.epoch_length=1 is smaller than data\.batch_size=2"),
+        (
+            {"dsec_frames": "odd"},
+            ValueError,
+            r"data\.dsec_frames='odd': expected one of \['all', 'reference'\]",
+        ),
+        (
+            {"dsec_frames": "reference"},
+            ValueError,
+            r"dsec_frames='reference' applies only to data\.target_kind='dsec'",
+        ),
     ],
 )
 def test_bad_options(cityscapes_tree: FakeTree, fmb_tree: FakeTree, options, error, message) -> None:

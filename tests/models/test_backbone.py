@@ -83,6 +83,25 @@ def test_vae_frozen_and_in_eval_mode_after_train():
     assert frozen == {"conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias"}
 
 
+def test_fp16_vae_runs_on_cpu_and_keeps_its_dtype_when_moved(backbone):
+    # The reference's fp16 VAE weights (ldm_diffusers.py _init_vae); the UNet stays fp32.
+    half = DiffusionBackbone("tiny", vae_dtype=torch.float16).to("cpu").to(torch.device("cpu"))
+    assert {p.dtype for p in half.vae.parameters()} == {torch.float16}
+    assert {p.dtype for p in half.unet.parameters()} == {torch.float32}
+    image = random_image(1, 64, 64)
+    with torch.no_grad():
+        latent, full_latent = half.encode(image), backbone.encode(image)
+        decoded = half.decode(full_latent)
+    assert latent.dtype == decoded.dtype == torch.float16
+    # the same preset weights rounded to fp16: the latents agree to fp16 precision
+    assert torch.allclose(latent.float(), full_latent, atol=2e-3)
+    assert torch.allclose(decoded.float(), backbone.decode(full_latent), atol=0.05)
+    with pytest.raises(
+        ValueError, match=r"vae_dtype=torch\.bfloat16: expected torch\.float32 or torch\.float16"
+    ):
+        DiffusionBackbone("tiny", vae_dtype=torch.bfloat16)
+
+
 def test_image_size_not_a_multiple_of_64_is_an_error(backbone):
     conditioning = make_conditioning(backbone)
     assert backbone.size_divisor == 64

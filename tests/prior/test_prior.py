@@ -1,6 +1,7 @@
 """The tiny diffusion prior: the committed folder, palette reconstruction, reproducible, atomic training."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,11 +9,19 @@ import torch
 from safetensors.torch import load_file
 
 import madm_pl.prior.train as prior_train
+from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 from madm_pl.models import DiffusionBackbone
 from madm_pl.models.presets import STACK_PARTS, TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_stack
 from madm_pl.prior import PriorOptions, main, train_prior
 from madm_pl.prior.evaluate import nearest_class, palette_accuracy
-from madm_pl.prior.train import HELDOUT_START, fold_latent_scale, render_pool
+from madm_pl.prior.train import (
+    HELDOUT_START,
+    PAIRED_START,
+    cross_modal_contrastive_loss,
+    fold_latent_scale,
+    render_paired_pool,
+    render_pool,
+)
 
 PRIOR = Path(__file__).parents[2] / "priors" / "tiny"
 WEIGHTS = ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors")
@@ -22,7 +31,7 @@ def tiny_options(out: Path, **changes) -> PriorOptions:
     """A few steps on a pool of one scene per modality at 64x128: seconds on CPU."""
     options = dict(
         out=str(out), pool_size=1, height=64, width=128, size=32, unet_size=64, steps_vae=2, steps_unet=2,
-        batch_vae=4, batch_unet=4,
+        batch_vae=4, batch_unet=4, paired_pool_size=1,
     )  # fmt: skip
     return PriorOptions(**(options | changes))
 
@@ -90,6 +99,7 @@ def test_training_is_reproducible_and_writes_a_loadable_prior(tmp_path):
     record = json.loads((first / "TRAINING.json").read_text())
     assert record["options"]["seed"] == 0 and record["pool"]["split_code"] == 3
     assert set(record["final_losses"]) == {"vae", "unet"}
+    assert set(record["final_losses"]["unet"]) == {"mse", "align", "align_top1"}  # the paired pool aligned
     assert set(json.loads((first / "model_index.json").read_text())) >= set(STACK_PARTS)
     assert DiffusionBackbone(str(first)).feature_channels == DiffusionBackbone("tiny").feature_channels
     assert sorted(path.name for path in tmp_path.iterdir()) == ["first", "second"]  # no staging left
@@ -143,3 +153,61 @@ def test_bad_options_name_the_option(tmp_path, capsys, argument, option):
         main(["--out", str(tmp_path / "tiny"), *argument])
     assert option in capsys.readouterr().err
     assert not (tmp_path / "tiny").exists()
+
+
+# ------------------------------------------------------------------------------- cross-modal alignment
+def test_paired_pool_renders_one_layout_in_every_modality():
+    pool = render_paired_pool(0, 2, 64, 128, progress=False)
+    assert pool.shape == (2, len(MODALITIES), 3, 64, 128) and pool.dtype == torch.uint8
+    scene = render_scene(scene_seed_sequence(0, SPLIT_PRIOR, "rgb", PAIRED_START + 1), 64, 128)
+    for index, modality in enumerate(MODALITIES):
+        image = torch.from_numpy(render_modality(scene, modality))
+        expected = image.permute(2, 0, 1) if image.dim() == 3 else image.expand(3, -1, -1)
+        assert torch.equal(pool[1, index], expected), modality
+    assert not torch.equal(pool[0, 0], pool[1, 0])  # two scenes, two layouts
+
+
+def test_contrastive_loss_on_hand_computed_tokens():
+    # Two samples of one position, one-hot features: cos(a_i, b_j) = [i == j]. At temperature 1 each row's
+    # cross-entropy is log(1 + e^-1) = 0.3133 in both directions; retrieval is perfect.
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 2, 1, 1)
+    loss, accuracy = cross_modal_contrastive_loss(a, a.clone(), temperature=1.0)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert accuracy.item() == 1.0
+    # Features that carry nothing (all equal): every logit ties, the loss is log(number of tokens).
+    flat = torch.ones(3, 4, 2, 2)
+    loss, _ = cross_modal_contrastive_loss(flat, flat, temperature=0.1)
+    assert loss.item() == pytest.approx(math.log(3 * 2 * 2))
+    # Swapped pairs: b holds a's features in the other order, so retrieval finds the wrong sample.
+    loss_swapped, accuracy = cross_modal_contrastive_loss(a, a.flip(0), temperature=1.0)
+    assert accuracy.item() == 0.0 and loss_swapped.item() == pytest.approx(math.log(1 + math.e))
+    with pytest.raises(ValueError, match="differ"):
+        cross_modal_contrastive_loss(a, flat, temperature=1.0)
+
+
+def test_alignment_makes_paired_taps_retrievable(tmp_path):
+    # The same short UNet training with and without the alignment term: only the aligned one learns to
+    # find a scene's position across modalities (retrieval of the paired token among all of the batch).
+    aligned = train_prior(
+        tiny_options(tmp_path / "aligned", steps_unet=40, batch_unet=8, paired_pool_size=4, lr_unet=3e-3,
+                     align_weight=1.0), progress=False,
+    )  # fmt: skip
+    unaligned = train_prior(
+        tiny_options(tmp_path / "unaligned", steps_unet=40, batch_unet=8, paired_pool_size=4, lr_unet=3e-3,
+                     align_weight=0.0), progress=False,
+    )  # fmt: skip
+    losses = json.loads((aligned / "TRAINING.json").read_text())["final_losses"]["unet"]
+    assert set(json.loads((unaligned / "TRAINING.json").read_text())["final_losses"]["unet"]) == {"mse"}
+    assert losses["align_top1"] > 0.5
+
+
+def test_vae_from_reuses_a_vae_and_trains_only_the_unet(tmp_path):
+    first = train_prior(tiny_options(tmp_path / "first", steps_unet=0), progress=False)
+    second = train_prior(tiny_options(tmp_path / "second", vae_from=str(first), steps_vae=0), progress=False)
+    assert all(
+        torch.equal(load_file(first / WEIGHTS[0])[k], v) for k, v in load_file(second / WEIGHTS[0]).items()
+    )
+    record = json.loads((second / "TRAINING.json").read_text())
+    assert record["final_losses"]["vae"] == {"reused_from": str(first)}
+    with pytest.raises(ValueError, match="--vae-from"):
+        train_prior(tiny_options(tmp_path / "third", vae_from=str(tmp_path / "none")), progress=False)

@@ -28,7 +28,7 @@ SCALAR_LAYOUT = {
     "losses": {"every loss term and the total": ["Multiline", [r"train/loss.*"]]},
     "learning rate": {"per parameter group": ["Multiline", [r"lr/.*"]]},
     "target (test split)": {
-        "mIoU (%)": ["Multiline", ["val/miou"]],
+        "mIoU (%)": ["Multiline", [r"val/miou.*"]],  # with the reference protocol's when scored
         "per-class IoU (%)": ["Multiline", [r"val/iou_.*"]],
     },
 }

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from madm_pl.data.datasets import (
@@ -37,6 +37,7 @@ from madm_pl.data.datasets import (
     build_target_dataset,
 )
 from madm_pl.data.rcs import RareClassSampler, crop_with_class, load_or_compute_class_counts
+from madm_pl.data.reference import DSEC_FRAME_CHOICES, ReferenceShare, reference_share
 from madm_pl.data.transforms import TestTransform, TrainTransform, image_to_tensor, label_to_tensor
 from madm_pl.labels import Task, get_task, remap
 
@@ -173,14 +174,23 @@ class ResumableSampler(DistributedSampler):
 
 
 class _ResizedDataset(Dataset):
-    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?}`` contract items."""
+    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?, "in_reference_share"?}`` items.
+
+    ``in_reference_share`` (a bool) is there when ``share`` is given: whether the item is one of the
+    images the reference's published numbers score (``reference.reference_share``).
+    """
 
     def __init__(
-        self, dataset: SegmentationDataset | UnlabelledImages, size: tuple[int, int], with_size: bool
+        self,
+        dataset: SegmentationDataset | UnlabelledImages,
+        size: tuple[int, int],
+        with_size: bool,
+        share: ReferenceShare | None = None,
     ):
         self.dataset = dataset
         self.transform = TestTransform(size)
         self.with_size = with_size
+        self.share = share
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -193,6 +203,8 @@ class _ResizedDataset(Dataset):
             item["label"] = label_to_tensor(label)
         if self.with_size:
             item["size"] = label_to_tensor(np.array(sample.image.shape[:2]))
+        if self.share is not None:
+            item["in_reference_share"] = index in self.share.indices
         return item
 
 
@@ -212,7 +224,9 @@ class CrossModalityDataModule(LightningDataModule):
       or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; plus
       ``"target_label": (B,h,w) int64 task ids or 255`` only with ``target_train_labels``.
     - val / test (the target test split at ``test_size``): ``{"image": (B,3,H,W) float32 in [0,1],
-      "label": (B,H,W) int64, "name": list[str]}``.
+      "label": (B,H,W) int64, "name": list[str]}``; for DELIVER, FMB and DSEC also
+      ``"in_reference_share": (B,) bool``, the images the reference's published numbers score
+      (``reference_share``; not for the ``"folder"`` kind, which the reference never ran).
     - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
       "name": list[str], "size": (B,2) int64 original (H,W)}``.
 
@@ -231,6 +245,10 @@ class CrossModalityDataModule(LightningDataModule):
             ``target_data.second_modality`` for the target), or None to scan the folders.
         test_file_list: the reference's ``*_test.json`` (``target_data``), or None to scan.
         label_map: YAML label map of the ``"folder"`` kind's labels.
+        dsec_frames: ``"all"`` (every DSEC frame a scan finds) or ``"reference"`` (only the frames of
+            the reference's lists: train the even frames from 000002, test every frame from 000001;
+            the counts kept and dropped are printed); only for the ``"dsec"`` kind, ignored with a
+            file list (the list is the selection).
         target_train_labels: load the target training labels and add ``target_label`` ((B,h,w) int64,
             255 ignored) to the training batches, cropped and flipped with the target image; needed by
             ``model.mode: oracle``; real FMB, DELIVER and DSEC ship train labels (layouts in
@@ -265,6 +283,7 @@ class CrossModalityDataModule(LightningDataModule):
         train_file_list: str | None = None,
         test_file_list: str | None = None,
         label_map: str | None = None,
+        dsec_frames: str = "all",
         target_train_labels: bool = False,
         batch_size: int = 2,
         val_batch_size: int = 1,
@@ -296,6 +315,13 @@ class CrossModalityDataModule(LightningDataModule):
             raise ValueError(
                 f"data.label_map applies only to data.target_kind='folder', not {self.target_kind!r}"
             )
+        if dsec_frames not in DSEC_FRAME_CHOICES:
+            raise ValueError(f"data.dsec_frames={dsec_frames!r}: expected one of {list(DSEC_FRAME_CHOICES)}")
+        if dsec_frames != "all" and self.target_kind != "dsec":
+            raise ValueError(
+                f"data.dsec_frames={dsec_frames!r} applies only to data.target_kind='dsec', not "
+                f"{self.target_kind!r}; set data.dsec_frames='all'"
+            )
         self.source_resize = _size(source_resize, "data.source_resize")
         self.crop_size = _size(crop_size, "data.crop_size")
         self.target_resize = _size(target_resize, "data.target_resize")
@@ -326,6 +352,7 @@ class CrossModalityDataModule(LightningDataModule):
         self.train_file_list = train_file_list
         self.test_file_list = test_file_list
         self.label_map = label_map
+        self.dsec_frames = dsec_frames
         self.target_train_labels = target_train_labels
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
@@ -343,6 +370,8 @@ class CrossModalityDataModule(LightningDataModule):
         self.train_dataset: CrossModalityTrainDataset | None = None
         self.val_dataset: _ResizedDataset | None = None
         self.predict_dataset: _ResizedDataset | None = None
+        #: The reference's rank-0 share of the test split (set up with val/test; None for "folder").
+        self.reference_share: ReferenceShare | None = None
 
     # ------------------------------------------------------------------------------ properties
     @property
@@ -364,7 +393,7 @@ class CrossModalityDataModule(LightningDataModule):
     def _target(self, split: str) -> SegmentationDataset:
         file_list = self.train_file_list if split == "train" else self.test_file_list
         labelled = True if split == "train" and self.target_train_labels else None
-        return build_target_dataset(
+        dataset = build_target_dataset(
             self._task,
             self.target_root,
             split,
@@ -373,7 +402,12 @@ class CrossModalityDataModule(LightningDataModule):
             self.label_map,
             "data.target_root",
             labelled=labelled,
+            dsec_frames=self.dsec_frames,
         )
+        selection = getattr(dataset, "frame_selection", lambda: None)()
+        if selection is not None:
+            rank_zero_info(selection)
+        return dataset
 
     def _rcs_sampler(self, source: CityscapesDataset) -> RareClassSampler:
         counts = load_or_compute_class_counts(self.source_root, source.label_paths)
@@ -407,7 +441,13 @@ class CrossModalityDataModule(LightningDataModule):
             )
         if stage in ("fit", "validate", "test"):
             if self._has_test_split():
-                self.val_dataset = _ResizedDataset(self._target("test"), self.test_size, with_size=False)
+                test = self._target("test")
+                # The reference ran only on its three datasets: no reference share for your own images.
+                if self.target_kind != "folder":
+                    self.reference_share = reference_share(test.relative_paths(), test.file_list is not None)
+                self.val_dataset = _ResizedDataset(
+                    test, self.test_size, with_size=False, share=self.reference_share
+                )
             elif stage != "fit":
                 raise FileNotFoundError(
                     f"no test split under data.target_root='{self.target_root}': expected test/images/ and "

@@ -30,6 +30,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from madm_pl.data.io import IMAGE_SUFFIXES, read_image, read_label
+from madm_pl.data.reference import DSEC_FRAME_CHOICES, DSEC_REFERENCE_RULES, is_dsec_reference_frame
 from madm_pl.data.transforms import image_to_tensor, label_to_tensor
 from madm_pl.labels import IGNORE_INDEX, UNMAPPED, Task, deliver_semantic_to_11, get_task, remap
 
@@ -151,6 +152,7 @@ class SegmentationDataset(Dataset, ABC):
         self.task = _as_task(task)
         self.option = option
         self.labelled = labelled
+        self.file_list = None if file_list is None else Path(file_list)
         if split not in self.splits:
             raise ValueError(
                 f"{self.dataset_name} has no split {split!r}: expected one of {list(self.splits)}"
@@ -235,6 +237,10 @@ class SegmentationDataset(Dataset, ABC):
     def name_of(self, index: int) -> str:
         """Image path relative to the root, without suffix, e.g. ``"test/Infrared/00043"``."""
         return self.image_paths[index].relative_to(self.root).with_suffix("").as_posix()
+
+    def relative_paths(self) -> list[str]:
+        """Every image path relative to the root, with suffix and ``/`` separators, in index order."""
+        return [path.relative_to(self.root).as_posix() for path in self.image_paths]
 
     def _decode_label(self, stored: np.ndarray, path: Path) -> np.ndarray:
         """Stored ids (channel 0) to task train ids."""
@@ -399,16 +405,40 @@ class FMBInfraredDataset(_TargetDataset):
 class DSECEventDataset(_TargetDataset):
     """DSEC events as edge images, target of rgb2event (SPEC section 1).
 
-    Layout: ``69mask_{train,test}_edges/<sequence>/*.png`` with
+    Layout: ``69mask_{train,test}_edges/<sequence>/<frame>.png`` (6-digit frame numbers) with
     ``{train,test}_semantic_labels/<sequence>/11classes/<same name>.png`` (already 11-class ids; read for
     test, and for train when ``labelled=True``). ``test_semantic_labels`` is the reference's folder;
     ``train_semantic_labels`` mirrors it and is unverified against a real DSEC download (the synthetic
-    world writes it). A scan takes every sequence folder present; the reference's training list
-    (``file_list``) holds 4037 frames.
+    world writes it). A scan takes every sequence folder present; with ``frames="reference"`` it keeps
+    only the frames the reference's lists hold (``reference.DSEC_REFERENCE_FRAMES``: train the even
+    frames from 000002, test every frame from 000001) and counts the others in ``frames_dropped``. A
+    file list is used as it is (it is the selection).
+
+    Args:
+        root, split, task, file_list, option, labelled: as ``SegmentationDataset``.
+        frames: ``"all"`` (every frame found) or ``"reference"`` (the reference's frame rule).
     """
 
     dataset_name = "DSEC"
     kind = "dsec"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        task: Task | str,
+        file_list: str | Path | None = None,
+        *,
+        option: str = "root",
+        labelled: bool | None = None,
+        frames: str = "all",
+    ) -> None:
+        if frames not in DSEC_FRAME_CHOICES:
+            raise ValueError(f"data.dsec_frames={frames!r}: expected one of {list(DSEC_FRAME_CHOICES)}")
+        self.frames = frames
+        #: Frames found by the scan but not in the reference's rule (0 for "all" and for file lists).
+        self.frames_dropped = 0
+        super().__init__(root, split, task, file_list, option=option, labelled=labelled)
 
     def _edges(self) -> str:
         return f"69mask_{self.split}_edges"
@@ -420,11 +450,37 @@ class DSECEventDataset(_TargetDataset):
         return [self._edges(), self._labels()] if self.has_labels else [self._edges()]
 
     def _scan(self) -> list[Path]:
-        return sorted((self.root / self._edges()).glob("*/*.png"))
+        found = sorted((self.root / self._edges()).glob("*/*.png"))
+        if self.frames == "all" or not found:
+            return found
+        for path in found:
+            if not path.stem.isdigit():
+                raise ValueError(
+                    f"DSEC frame '{path}' has no frame number: data.dsec_frames='reference' selects by the "
+                    "6-digit frame number of the file name; rename the file or use data.dsec_frames='all'"
+                )
+        kept = [path for path in found if is_dsec_reference_frame(int(path.stem), self.split)]
+        self.frames_dropped = len(found) - len(kept)
+        if not kept:
+            raise ValueError(
+                f"data.dsec_frames='reference' keeps none of the {len(found)} DSEC {self.split} frames under "
+                f"{self.option}='{self.root}' (it keeps {DSEC_REFERENCE_RULES[self.split]} of each "
+                "sequence); check the folder or use data.dsec_frames='all'"
+            )
+        return kept
 
     def _label_of(self, relative_image: Path) -> Path:
         sequence = relative_image.parent.name
         return Path(self._labels(), sequence, "11classes", relative_image.name)
+
+    def frame_selection(self) -> str | None:
+        """What ``frames="reference"`` kept and dropped, in one line; None when it selected nothing."""
+        if self.frames != "reference" or self.file_list is not None:
+            return None
+        return (
+            f"DSEC {self.split}: kept {len(self)} frames, dropped {self.frames_dropped} (data.dsec_frames="
+            f"'reference': {DSEC_REFERENCE_RULES[self.split]} of each sequence, as the reference's list)"
+        )
 
 
 def load_label_map(path: str | Path, task: Task | str) -> np.ndarray:
@@ -588,6 +644,7 @@ def build_target_dataset(
     label_map: str | Path | None = None,
     option: str = "data.target_root",
     labelled: bool | None = None,
+    dsec_frames: str = "all",
 ) -> SegmentationDataset:
     """The target dataset of a task.
 
@@ -601,12 +658,15 @@ def build_target_dataset(
         option: config option of ``root``, named in errors.
         labelled: as ``SegmentationDataset``; True reads the train split's labels too (set by
             ``data.target_train_labels``, which errors about missing labels then name).
+        dsec_frames: ``"all"`` or ``"reference"``, the frame rule of ``DSECEventDataset``; only for
+            ``kind="dsec"``.
 
     Returns:
         The dataset.
 
     Raises:
-        ValueError: unknown kind, or a label map given for a real dataset.
+        ValueError: unknown kind, a label map given for a real dataset, or ``dsec_frames`` other than
+            "all" for another kind than DSEC.
         FileNotFoundError: as the dataset classes (with ``labelled``, naming data.target_train_labels).
     """
     task = _as_task(task)
@@ -615,7 +675,14 @@ def build_target_dataset(
         raise ValueError(f"unknown data.target_kind {kind!r}: expected one of {sorted(TARGET_KINDS)}")
     if kind != "folder" and label_map is not None:
         raise ValueError(f"data.label_map applies only to data.target_kind='folder', not {kind!r}; remove it")
-    extra = {"label_map": label_map} if kind == "folder" else {}
+    if kind != "dsec" and dsec_frames != "all":
+        raise ValueError(
+            f"data.dsec_frames={dsec_frames!r} applies only to DSEC (data.target_kind='dsec'), not {kind!r}; "
+            "set data.dsec_frames='all'"
+        )
+    extra: dict[str, Any] = {"label_map": label_map} if kind == "folder" else {}
+    if kind == "dsec":
+        extra["frames"] = dsec_frames
     try:
         return TARGET_KINDS[kind](root, split, task, file_list, option=option, labelled=labelled, **extra)
     except (FileNotFoundError, ValueError) as error:

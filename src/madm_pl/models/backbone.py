@@ -16,6 +16,21 @@ BASE_NOISE_SIZE = (64, 64)
 TAPPED_UP_BLOCKS = (1, 2, 3)
 
 
+def tap_layers(unet: nn.Module) -> list[nn.Module]:
+    """The layers whose outputs are the feature taps: the last layer (attention if the block has one, else
+    resnet) of ``unet.up_blocks[1..3]``, before their upsamplers: strides 32, 16, 8 (SPEC section 3)."""
+    layers = []
+    for block_index in TAPPED_UP_BLOCKS:
+        block = unet.up_blocks[block_index]
+        layers.append(block.attentions[-1] if getattr(block, "attentions", None) else block.resnets[-1])
+    return layers
+
+
+def tap_output(output: Tensor | tuple) -> Tensor:
+    """The tensor a tapped layer returns (diffusers' layers return a tensor, a tuple or an output object)."""
+    return output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+
+
 @dataclass
 class BackboneOutput:
     """What one backbone pass gives the head and the losses.
@@ -63,16 +78,31 @@ class DiffusionBackbone(nn.Module):
             :func:`~madm_pl.models.presets.save_stack`. See :mod:`madm_pl.models.presets`.
         noise_seed: seed of the fixed noise (42 in the reference).
         unet_gradient_checkpointing: recompute the UNet's blocks in the backward pass (less memory, slower).
+        vae_dtype: dtype of the frozen VAE's weights, ``torch.float32`` or ``torch.float16`` (the
+            reference loads the VAE in fp16, ``ldm_diffusers.py`` ``_init_vae``). ``encode``/``decode``
+            cast their inputs to it and return it; an fp16 VAE needs fp16 autocast for its outputs to
+            meet the fp32 UNet and head. ``.to(device)`` keeps it.
     """
 
-    def __init__(self, source: str = "tiny", noise_seed: int = 42, unet_gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        source: str = "tiny",
+        noise_seed: int = 42,
+        unet_gradient_checkpointing: bool = False,
+        vae_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
+        if vae_dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"vae_dtype={vae_dtype}: expected torch.float32 or torch.float16")
         self.noise_seed = noise_seed
         stack = build_stack(source)
         self.vae = stack.vae
         self.unet = stack.unet
         self.scheduler = stack.scheduler
         self.vae.requires_grad_(False)
+        if vae_dtype == torch.float16:
+            # .half(), not diffusers' .to(dtype), which warns about fp32 modules AutoencoderKL has not.
+            self.vae.half()
         self.unet.requires_grad_(True)
         self.unet.conv_norm_out.requires_grad_(False)
         self.unet.conv_out.requires_grad_(False)
@@ -85,11 +115,9 @@ class DiffusionBackbone(nn.Module):
         self._time_offset: Tensor | None = None
         self._taps: list[Tensor | None] | None = None
         self.unet.time_embedding.register_forward_hook(self._add_time_offset)
-        for index, block_index in enumerate(TAPPED_UP_BLOCKS):
-            block = self.unet.up_blocks[block_index]
-            last_layer = block.attentions[-1] if getattr(block, "attentions", None) else block.resnets[-1]
+        for index, layer in enumerate(tap_layers(self.unet)):
             # A partial of a bound method (not a closure) so that copy.deepcopy rebinds it to the copy.
-            last_layer.register_forward_hook(functools.partial(self._capture_tap, index))
+            layer.register_forward_hook(functools.partial(self._capture_tap, index))
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> "DiffusionBackbone":
@@ -293,4 +321,4 @@ class DiffusionBackbone(nn.Module):
         # Only during forward_latent: a gradient-checkpointing recomputation must not overwrite the taps.
         if self._taps is None:
             return
-        self._taps[index] = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+        self._taps[index] = tap_output(output)

@@ -53,10 +53,12 @@ from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, ren
 from madm_pl.labels import CITYSCAPES_TO_9, CITYSCAPES_TO_11, IGNORE_INDEX, palette_for
 from madm_pl.labels import CLASSES_9 as _CLASSES_9
 from madm_pl.labels import CLASSES_11 as _CLASSES_11
+from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import (
     SD14_SCHEDULER_CONFIG,
     TINY_UNET_CONFIG,
     TINY_VAE_CONFIG,
+    build_stack,
     build_tiny_text_encoder,
     build_tiny_tokenizer,
     empty_prompt_embedding,
@@ -65,6 +67,9 @@ from madm_pl.models.presets import (
 
 #: First scene index of the held-out prior scenes (evaluation and tests): far past any training pool.
 HELDOUT_START = 100_000
+
+#: First scene index of the paired pool (one layout rendered in every modality), after the unpaired pool.
+PAIRED_START = 50_000
 
 #: The two palettes LPLR paints with: (name, world (Cityscapes 19) id -> task id table, (C,3) uint8 colours).
 PALETTES: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (
@@ -94,6 +99,15 @@ class PriorOptions:
         painting_fraction: share of palette paintings in each VAE batch (the rest: modality images).
         unet_pool_fraction: share of the pool (modality images and as many palette paintings) encoded
             for the UNet's training set.
+        paired_pool_size: scenes of the paired pool, each rendered in all four modalities (indices from
+            :data:`PAIRED_START` of ``SPLIT_PRIOR``); 0 trains the UNet without the alignment.
+        paired_fraction: share of each UNet batch taken by paired crops (two modalities of one scene).
+        align_weight: weight of the cross-modal contrastive loss on the UNet's feature taps.
+        align_temperature: temperature of that loss (cosine similarities divided by it).
+        align_max_timestep: the pairs are noised at timesteps below this (MADM reads the taps at t <= 61;
+            at large t the content is drowned in noise); the single crops at every timestep.
+        vae_from: a prior folder whose VAE is reused as it is (its latent scale already folded): the VAE
+            is not trained again and only the UNet is; None trains both.
     """
 
     out: str = "priors/tiny"
@@ -114,6 +128,12 @@ class PriorOptions:
     kl_weight: float = 1e-5
     painting_fraction: float = 0.75
     unet_pool_fraction: float = 0.5
+    paired_pool_size: int = 256
+    paired_fraction: float = 0.75
+    align_weight: float = 0.1
+    align_temperature: float = 0.1
+    align_max_timestep: int = 300
+    vae_from: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------ pool
@@ -146,6 +166,34 @@ def render_pool(
         layouts.append(scene.layout)
     pool = {modality: torch.from_numpy(np.stack(stack)) for modality, stack in images.items()}
     return pool, torch.from_numpy(np.stack(layouts))
+
+
+def render_paired_pool(
+    seed: int, count: int, height: int, width: int, start: int = PAIRED_START, progress: bool = True
+) -> Tensor:
+    """Render ``count`` prior scenes, each in every modality (``MODALITIES`` order): paired renderings.
+
+    The analogue of what taught Stable Diffusion that a photo, a thermal image and a depth map of a street
+    show the same things (images of every kind with shared captions): here the same layout seen by the four
+    sensors, without any label. Scene ``i`` is ``SPLIT_PRIOR`` index ``start + i`` (its seed sequence under
+    the ``"rgb"`` code); :data:`PAIRED_START` keeps them apart from the unpaired pool and the held-out set.
+
+    Returns:
+        (count,M,3,H,W) uint8, M = len(MODALITIES) (single-channel modalities repeated to 3 channels).
+    """
+    scenes = []
+    for index in tqdm(
+        range(start, start + count), desc="paired pool", unit="scene", file=sys.stderr, disable=not progress
+    ):
+        scene = render_scene(scene_seed_sequence(seed, SPLIT_PRIOR, "rgb", index), height, width)
+        views = []
+        for modality in MODALITIES:
+            image = render_modality(scene, modality)
+            if image.ndim == 2:
+                image = np.repeat(image[:, :, None], 3, axis=2)
+            views.append(image.transpose(2, 0, 1))
+        scenes.append(np.stack(views))
+    return torch.from_numpy(np.stack(scenes))
 
 
 def palette_tables(
@@ -279,6 +327,36 @@ def gradient_l1(reconstruction: Tensor, image: Tensor) -> Tensor:
     return 0.5 * (dx + dy)
 
 
+def cross_modal_contrastive_loss(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """InfoNCE between feature maps of paired renderings: position p of ``a`` must match position p of ``b``.
+
+    Every position of every sample is a token; its feature is L2-normalised over the channels. The logits
+    are the cosine similarities of all ``a`` tokens with all ``b`` tokens over the temperature; the loss is
+    the cross-entropy towards the same (sample, position), averaged over both directions (a -> b, b -> a).
+
+    Args:
+        a, b: (N,C,h,w) float, the same layer's features for two modalities of the same N crops.
+        temperature: > 0.
+
+    Returns:
+        loss: scalar float; ``log(N*h*w)`` for features that carry nothing, 0 for perfect matches.
+        accuracy: scalar float in [0, 1], the share of ``a`` tokens whose most similar ``b`` token is the
+            paired one (a retrieval score, without gradient).
+    """
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"cross_modal_contrastive_loss: a {tuple(a.shape)} and b {tuple(b.shape)} differ")
+    tokens_a = torch.nn.functional.normalize(a.flatten(2).transpose(1, 2).reshape(-1, a.shape[1]), dim=1)
+    tokens_b = torch.nn.functional.normalize(b.flatten(2).transpose(1, 2).reshape(-1, b.shape[1]), dim=1)
+    logits = tokens_a @ tokens_b.T / temperature
+    target = torch.arange(len(logits), device=logits.device)
+    loss = 0.5 * (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.T, target)
+    )
+    accuracy = (logits.detach().argmax(dim=1) == target).float().mean()
+    return loss, accuracy
+
+
 def lr_factor(step: int, total: int, warmup: int = 20) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to 0.1 at ``total``."""
     if step < warmup:
@@ -374,47 +452,101 @@ def train_unet(
     scheduler: DDPMScheduler,
     options: PriorOptions,
     generator: torch.Generator,
+    paired_latents: Tensor | None = None,
 ) -> dict[str, float]:
-    """Train the UNet as an epsilon-prediction denoiser on random crops of scaled latents.
+    """Train the UNet as an epsilon-prediction denoiser on random latent crops, aligned across modalities.
+
+    Each batch holds ``batch_unet`` crops: single crops of ``latents`` and, with ``paired_latents``, pairs
+    of crops of one paired scene in two different modalities (the same window, the same timestep below
+    ``align_max_timestep``, each its own noise, so that no shared noise pattern can make the two look
+    alike). The loss is the epsilon MSE over all crops plus ``align_weight`` times
+    :func:`cross_modal_contrastive_loss` on each of the three feature taps the segmentation head reads
+    (``tap_layers``: strides 32, 16, 8), averaged over the taps. The denoising term keeps the features
+    those of a diffusion model; the alignment makes them the same for a scene whatever the sensor, as
+    Stable Diffusion's features are.
 
     Args:
         unet: the model, trained in place.
-        latents: (N,4,h,w) float32, SD's scale (unit standard deviation).
+        latents: (N,4,h,w) float32, SD's scale (unit standard deviation): the single crops' source.
         uncond: (1,77,D) float32, the empty-prompt embedding (the only conditioning).
         scheduler: SD's DDPM schedule (``add_noise``).
-        options: steps, batch, crop size, learning rate.
-        generator: every draw (crops, timesteps, noise).
+        options: steps, batch, crop size, learning rate, pair share, alignment weight and temperature.
+        generator: every draw (crops, modalities, timesteps, noise).
+        paired_latents: (S,M,4,h,w) float32, every modality of S scenes, or None (no alignment).
 
     Returns:
-        Mean epsilon MSE over the last 10 % of the steps: ``mse``.
+        Means over the last 10 % of the steps: ``mse``, ``align`` (contrastive loss) and ``align_top1``
+        (retrieval accuracy of the paired position), the last two only with pairs.
     """
     unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr_unet, weight_decay=0.01, fused=True)
     crop = options.unet_size // 8
     height, width = latents.shape[-2:]
+    num_timesteps = scheduler.config.num_train_timesteps
+    pairs = 0
+    if paired_latents is not None and options.align_weight > 0:
+        pairs = min(options.batch_unet // 2, round(options.batch_unet * options.paired_fraction / 2))
+    singles = options.batch_unet - 2 * pairs
     context = uncond.expand(options.batch_unet, -1, -1)
+    taps: list[Tensor] = []
+    hooks = [
+        layer.register_forward_hook(lambda m, a, out: taps.append(tap_output(out)))
+        for layer in tap_layers(unet)
+    ]
     history: list[list[float]] = []
-    for step in tqdm(range(options.steps_unet), desc="prior UNet", unit="step", file=sys.stderr):
-        for group in optimizer.param_groups:
-            group["lr"] = options.lr_unet * lr_factor(step, options.steps_unet)
-        picks = torch.randint(0, len(latents), (options.batch_unet,), generator=generator).tolist()
-        top, left, _ = _crop_offsets(options.batch_unet, height, width, (crop, crop), generator)
-        clean = torch.stack([latents[i, :, y : y + crop, x : x + crop] for i, y, x in zip(picks, top, left)])
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),), generator=generator)
-        prediction = unet(scheduler.add_noise(clean, noise, timesteps), timesteps, context).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.append([loss.item()])
+    try:
+        for step in tqdm(range(options.steps_unet), desc="prior UNet", unit="step", file=sys.stderr):
+            for group in optimizer.param_groups:
+                group["lr"] = options.lr_unet * lr_factor(step, options.steps_unet)
+            crops, timesteps = [], []
+            if pairs:
+                scenes = torch.randint(0, len(paired_latents), (pairs,), generator=generator).tolist()
+                views = [
+                    torch.randperm(paired_latents.shape[1], generator=generator)[:2].tolist() for _ in scenes
+                ]
+                top, left, _ = _crop_offsets(pairs, *paired_latents.shape[-2:], (crop, crop), generator)
+                window = list(zip(scenes, views, top, left))
+                for side in (0, 1):
+                    crops += [
+                        paired_latents[i, v[side], :, y : y + crop, x : x + crop] for i, v, y, x in window
+                    ]
+                # Pairs at low noise, where MADM reads the taps (t <= 61); the single crops cover every t.
+                pair_timesteps = torch.randint(0, options.align_max_timestep, (pairs,), generator=generator)
+                timesteps += [pair_timesteps, pair_timesteps]
+            picks = torch.randint(0, len(latents), (singles,), generator=generator).tolist()
+            top, left, _ = _crop_offsets(singles, height, width, (crop, crop), generator)
+            crops += [latents[i, :, y : y + crop, x : x + crop] for i, y, x in zip(picks, top, left)]
+            timesteps.append(torch.randint(0, num_timesteps, (singles,), generator=generator))
+            clean, timesteps_all = torch.stack(crops), torch.cat(timesteps)
+            noise = torch.randn(clean.shape, generator=generator)
+            taps.clear()
+            prediction = unet(scheduler.add_noise(clean, noise, timesteps_all), timesteps_all, context).sample
+            mse = torch.nn.functional.mse_loss(prediction, noise)
+            loss, row = mse, [mse.item()]
+            if pairs:
+                results = [
+                    cross_modal_contrastive_loss(
+                        tap[:pairs], tap[pairs : 2 * pairs], options.align_temperature
+                    )
+                    for tap in taps
+                ]
+                align = torch.stack([r[0] for r in results]).mean()
+                loss = loss + options.align_weight * align
+                row += [align.item(), torch.stack([r[1] for r in results]).mean().item()]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append(row)
+    finally:
+        for hook in hooks:
+            hook.remove()
     unet.eval()
-    return _tail_means(history, ("mse",))
+    return _tail_means(history, ("mse", "align", "align_top1") if pairs else ("mse",))
 
 
 def _tail_means(history: list[list[float]], names: Sequence[str]) -> dict[str, float]:
     tail = np.asarray(history[-max(1, len(history) // 10) :]) if history else np.full((1, len(names)), np.nan)
-    return {name: float(value) for name, value in zip(names, tail.mean(axis=0))}
+    return {name: float(value) for name, value in zip(names, np.nanmean(tail, axis=0))}
 
 
 def _validate(options: PriorOptions) -> None:
@@ -443,6 +575,17 @@ def _validate(options: PriorOptions) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= options.painting_fraction <= 1.0:
         raise ValueError(f"painting_fraction must lie in [0, 1], got {options.painting_fraction}")
+    if not 0 <= options.paired_pool_size <= HELDOUT_START - PAIRED_START:
+        raise ValueError(
+            f"--paired-pool-size must lie in [0, {HELDOUT_START - PAIRED_START}], "
+            f"got {options.paired_pool_size}"
+        )
+    if options.align_weight < 0 or options.align_temperature <= 0:
+        raise ValueError("--align-weight must be >= 0 and the alignment temperature > 0")
+    if options.pool_size > PAIRED_START:
+        raise ValueError(f"--pool-size must be <= {PAIRED_START} (the paired pool starts there)")
+    if options.vae_from is not None and not Path(options.vae_from, "vae").is_dir():
+        raise ValueError(f"--vae-from {options.vae_from!r}: no vae/ folder there; give a prior folder")
 
 
 def train_prior(options: PriorOptions, progress: bool = True) -> Path:
@@ -479,7 +622,11 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
     uncond = empty_prompt_embedding(tokenizer, text_encoder)
 
     mark = time.perf_counter()
-    vae_losses = train_vae(vae, images, layouts, options, generator)
+    if options.vae_from is None:
+        vae_losses = train_vae(vae, images, layouts, options, generator)
+    else:
+        vae = build_stack(options.vae_from).vae.eval()
+        vae_losses = {"reused_from": options.vae_from}
     vae.requires_grad_(False)
     times["vae_s"] = time.perf_counter() - mark
 
@@ -489,15 +636,25 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
     unet_images = torch.cat([pool[modality][:per_modality] for modality in MODALITIES])
     unet_layouts = layouts[torch.randperm(len(layouts), generator=generator)[: len(unet_images)]]
     latents = encode_mean(vae, torch.cat([unet_images, paint_pool(unet_layouts, generator)]))
-    # Fold the scale so that latents x 0.18215 (SD's factor, kept in the config) have unit std, as SD's.
     scaling_factor = vae.config.scaling_factor
-    latent_scale = 1.0 / (scaling_factor * latents.std().item())
-    fold_latent_scale(vae, latent_scale)
+    if options.vae_from is None:
+        # Fold the scale so that latents x 0.18215 (SD's factor, kept in the config) have unit std, as SD's.
+        latent_scale = 1.0 / (scaling_factor * latents.std().item())
+        fold_latent_scale(vae, latent_scale)
+    else:
+        latent_scale = 1.0  # folded when that VAE was trained
     latents = latents * latent_scale * scaling_factor
+    paired_latents = None
+    if options.paired_pool_size:
+        paired = render_paired_pool(
+            options.seed, options.paired_pool_size, options.height, options.width, progress=progress
+        )
+        flat = encode_mean(vae, paired.flatten(0, 1)) * scaling_factor
+        paired_latents = flat.unflatten(0, paired.shape[:2])
     times["encode_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    unet_losses = train_unet(unet, latents, uncond, scheduler, options, generator)
+    unet_losses = train_unet(unet, latents, uncond, scheduler, options, generator, paired_latents)
     times["unet_s"] = time.perf_counter() - mark
     times["total_s"] = time.perf_counter() - start_time
 
@@ -509,6 +666,7 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
             "modalities": list(MODALITIES),
             "palettes": [name for name, _, _ in PALETTES],
             "unet_latents": len(latents),
+            "paired_scene_indices": [PAIRED_START, PAIRED_START + options.paired_pool_size],
         },
         "latent_scale_folded": latent_scale,
         "times": {name: round(value, 1) for name, value in times.items()},
@@ -586,6 +744,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-unet", type=int, default=defaults.batch_unet, help="UNet crops per step")
     parser.add_argument("--height", type=int, default=defaults.height, help="pool render height")
     parser.add_argument("--width", type=int, default=defaults.width, help="pool render width")
+    parser.add_argument(
+        "--paired-pool-size",
+        type=int,
+        default=defaults.paired_pool_size,
+        help="scenes rendered in all four modalities for the UNet's cross-modal alignment (0: none)",
+    )
+    parser.add_argument(
+        "--align-weight", type=float, default=defaults.align_weight, help="weight of the alignment loss"
+    )
+    parser.add_argument(
+        "--vae-from", default=None, help="reuse this prior folder's VAE and train only the UNet"
+    )
     args = parser.parse_args(argv)
     options = PriorOptions(**{key: value for key, value in vars(args).items()})
     try:
