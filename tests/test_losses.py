@@ -15,6 +15,7 @@ from madm_pl.losses import (
     blur_kernel_size,
     classmix_masks,
     color_jitter,
+    confidence_mask,
     dplg_timestep,
     draw_dplg_t0,
     ema_alpha,
@@ -289,6 +290,15 @@ def test_pseudo_label_weight_per_sample():
     assert weight.tolist() == [0.75, 0.0]
     # The threshold is inclusive: softmax of equal logits is exactly 0.5.
     assert pseudo_label(torch.zeros(1, 2, 2, 2), threshold=0.5)[1].tolist() == [1.0]
+
+
+def test_confidence_mask_is_the_pixels_counted_in_q():
+    logits = torch.zeros(1, 2, 1, 3)
+    logits[0, 1] = torch.tensor([math.log(3.0), math.log(4.0), 0.0])  # p = 0.75, 0.8, 0.5
+    mask = confidence_mask(logits, threshold=0.76)
+    assert mask.dtype == torch.bool and mask.tolist() == [[[False, True, False]]]
+    assert confidence_mask(logits, threshold=0.5).tolist() == [[[True, True, True]]]  # inclusive
+    assert pseudo_label(logits, threshold=0.76)[1].item() == pytest.approx(1 / 3)
 
 
 def test_mixed_weight():

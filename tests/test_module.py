@@ -222,6 +222,7 @@ def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) 
     no_decay_ids = {id(p) for name in ("unet_no_decay", "head_no_decay") for p in groups[name]["params"]}
     head_ids = {id(p) for p in module.student.head.parameters()}
     assert head_ids == {id(p) for name in ("head", "head_no_decay") for p in groups[name]["params"]}
+    assert config["lr_scheduler"]["name"] == "lr"  # LearningRateMonitor: lr/<group name>
     conditioning = module.student.conditioning
     assert all(id(p) in decay_ids for p in conditioning.parameters())  # prompt, gates, time embedding
     for name, param in module.student.head.named_parameters():
@@ -299,6 +300,48 @@ def test_oracle_without_target_labels_is_a_clear_error(synthetic_root: Path, tmp
     module = make_module(mode="oracle")
     with pytest.raises(ValueError, match=r"model\.mode='oracle'.*data\.target_train_labels: true"):
         make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+
+
+class KeepOutputs(Callback):
+    def __init__(self) -> None:
+        self.outputs: list[dict] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.outputs.append(outputs)
+
+
+def test_confidence_mask_visual_is_the_pixels_of_q(synthetic_root: Path, tmp_path: Path) -> None:
+    # A threshold of 0.15 with 9 classes makes some pixels confident and others not at initialisation.
+    module = make_module(pseudo_label_threshold=0.15)
+    keep = KeepOutputs()
+    trainer = make_trainer(tmp_path, 1, callbacks=[keep])
+    trainer.fit(module, make_data(synthetic_root))
+    visuals = keep.outputs[0]["visuals"]
+    mask = visuals["confidence_mask"]
+    assert mask.dtype == torch.bool and mask.shape == visuals["pseudo_label"].shape == (2, SIZE, SIZE)
+    assert 0.0 < mask.float().mean() < 1.0
+    logged_q = float(trainer.callback_metrics["train/pseudo_label_weight"])  # mean of the per-sample q
+    assert mask.float().mean(dim=(1, 2)).mean().item() == pytest.approx(logged_q)
+
+
+def test_pseudo_label_logits_use_the_dplg_timestep(synthetic_root: Path) -> None:
+    module = make_module(dplg_t0=50, dplg_t_end=10).eval()
+    image = torch.rand(1, 3, SIZE, SIZE)
+    seen: list[int] = []
+    forward = module.backbone.forward
+
+    def spy(image, timestep, cond, time_offset):
+        seen.append(int(timestep))
+        return forward(image, timestep, cond, time_offset)
+
+    module.backbone.forward = spy
+    logits, timestep = module.pseudo_label_logits(image, iteration=5)
+    assert timestep == 25 == dplg_timestep(5, 50, 10) and seen == [25]  # t0 = dplg_t0, no draw
+    torch.testing.assert_close(logits, module.segment(module.teacher, image, 25)[0])
+    assert module.pseudo_label_logits(image, iteration=10)[1] == 0
+    assert make_module(dplg=False).pseudo_label_timestep(0) == 0
+    with pytest.raises(ValueError, match="makes no pseudo-labels"):
+        make_module(mode="source_only").pseudo_label_logits(image, 0)
 
 
 # --------------------------------------------------------------------- the reference protocol

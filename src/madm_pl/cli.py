@@ -15,7 +15,14 @@ from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from madm_pl.callbacks import FiniteWeightsGuard, ImageLogger, IoUTable, PredictionWriter
+from madm_pl.callbacks import (
+    ConfusionMatrixImage,
+    FiniteWeightsGuard,
+    ImageLogger,
+    IoUTable,
+    PredictionWriter,
+    ValidationImages,
+)
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.module import MADMModule
 
@@ -53,6 +60,8 @@ class MADMCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ImageLogger, "image_logger")
+        parser.add_lightning_class_args(ValidationImages, "validation_images")
+        parser.add_lightning_class_args(ConfusionMatrixImage, "confusion_matrix")
         parser.add_lightning_class_args(IoUTable, "iou_table")
         parser.add_lightning_class_args(FiniteWeightsGuard, "finite_weights_guard")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")

@@ -367,6 +367,20 @@ def pixel_accuracy(prediction: Tensor, label: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def confidence_mask(logits: Tensor, threshold: float = 0.968) -> Tensor:
+    """The confident pixels: maximum softmax probability ``>= threshold``; q is their share per sample.
+
+    Args:
+        logits: (B,C,H,W) float, unnormalised teacher logits.
+        threshold: confidence threshold in [0, 1].
+
+    Returns:
+        (B,H,W) bool.
+    """
+    return torch.softmax(logits.float(), dim=1).amax(dim=1) >= threshold
+
+
+@torch.no_grad()
 def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tensor]:
     """Teacher pseudo-labels and their confidence weight q, one per sample.
 
@@ -381,8 +395,8 @@ def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tens
         label: (B,H,W) int64 argmax class (never ``IGNORE_INDEX``).
         weight: (B,) float32 q in [0, 1].
     """
-    probability, label = torch.softmax(logits.float(), dim=1).max(dim=1)
-    weight = (probability >= threshold).float().mean(dim=(1, 2))
+    label = logits.argmax(dim=1)
+    weight = confidence_mask(logits, threshold).float().mean(dim=(1, 2))
     return label, weight
 
 

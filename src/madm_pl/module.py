@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from madm_pl.labels import IGNORE_INDEX, get_task
 from madm_pl.losses import (
     classmix_masks,
+    confidence_mask,
     dplg_timestep,
     draw_dplg_t0,
     ema_alpha,
@@ -182,7 +183,7 @@ class MADMModule(LightningModule):
             self.task.num_classes, ignore_index=IGNORE_INDEX
         )
         self._reference_scored = False
-        # Filled at the end of validate/test for the IoU-table callback: {"miou": float, "iou": Tensor}.
+        # Filled at the end of validate/test for the callbacks (IoU table, confusion matrix image).
         self.last_scores: dict[str, Any] = {}
         self._checkpoint_iteration = 0
 
@@ -227,6 +228,47 @@ class MADMModule(LightningModule):
     def palette_latent(self, label: torch.Tensor) -> torch.Tensor:
         """LPLR target: the label painted with the palette, VAE-encoded. (B,H,W) -> (B,4,H/8,W/8)."""
         return self.backbone.encode(paint_palette(label, self.palette))
+
+    @property
+    def pseudo_labeller(self) -> Student:
+        """The network that makes the pseudo-labels: the EMA teacher, or the student itself with ema off."""
+        return self.teacher if self.teacher is not None else self.student
+
+    def pseudo_label_timestep(self, iteration: int, generator: torch.Generator | None = None) -> int:
+        """The pseudo-labeller's diffusion timestep at ``iteration`` (DPLG, SPEC 4.3); 0 with dplg off.
+
+        Args:
+            iteration: 0-based optimiser step.
+            generator: draws t0 from {dplg_t0, dplg_t0 + 1} as the training step does; without one,
+                t0 = dplg_t0 (the deterministic value shown in the validation pictures).
+        """
+        hp = self.hparams
+        if not hp.dplg:
+            return 0
+        t0 = hp.dplg_t0 if generator is None else draw_dplg_t0(hp.dplg_t0, generator)
+        return dplg_timestep(iteration, t0, hp.dplg_t_end)
+
+    @torch.no_grad()
+    def pseudo_label_logits(self, image: torch.Tensor, iteration: int) -> tuple[torch.Tensor, int]:
+        """The pseudo-labeller's logits on images at the DPLG timestep of ``iteration`` (for pictures).
+
+        Runs in the module's current train/eval mode (eval during validation: BatchNorm running
+        statistics, no dropout), unlike the training step's teacher, which uses batch statistics.
+
+        Args:
+            image: (B,3,H,W) float in [0,1].
+            iteration: 0-based optimiser step whose timestep to use (t0 = dplg_t0).
+
+        Returns:
+            logits (B,C,H,W) float, unnormalised, and the timestep used.
+
+        Raises:
+            ValueError: in ``source_only`` and ``oracle`` modes, which make no pseudo-labels.
+        """
+        if self.mode != "madm":
+            raise ValueError(f"model.mode={self.mode!r} makes no pseudo-labels; only mode 'madm' does")
+        timestep = self.pseudo_label_timestep(iteration)
+        return self.segment(self.pseudo_labeller, image, timestep)[0], timestep
 
     # -------------------------------------------------------------------------------- training
     @property
@@ -313,15 +355,14 @@ class MADMModule(LightningModule):
         mask = classmix_masks(source_label, generator, hp.classmix_include_ignore) if hp.classmix else None
 
         # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep.
-        timestep = 0
-        if hp.dplg:
-            timestep = dplg_timestep(self.iteration, draw_dplg_t0(hp.dplg_t0, generator), hp.dplg_t_end)
-        teacher = self.teacher if self.teacher is not None else self.student
+        timestep = self.pseudo_label_timestep(self.iteration, generator)
+        teacher = self.pseudo_labeller
         # The teacher stays in train mode, as in the reference (BN batch statistics, dropout active):
         # Lightning keeps the whole module, teacher included, in train mode during fit.
         with torch.no_grad():
             teacher_logits, _ = self.segment(teacher, target_image, timestep)
             target_pseudo_label, confidence = pseudo_label(teacher_logits, hp.pseudo_label_threshold)
+            confident = confidence_mask(teacher_logits, hp.pseudo_label_threshold)  # q's pixels, to show
         self.log("train/dplg_timestep", float(timestep))
         self.log("train/pseudo_label_weight", confidence.mean())
         if "target_label" in batch:
@@ -349,6 +390,7 @@ class MADMModule(LightningModule):
         visuals.update(
             target_image=target_image,
             pseudo_label=target_pseudo_label,
+            confidence_mask=confident,
             mixed_image=mixed_image,
             mixed_label=mixed_label,
             mixed_prediction=mixed_logits,
@@ -393,13 +435,20 @@ class MADMModule(LightningModule):
         self, stage: str, confusion: MulticlassConfusionMatrix, reference: MulticlassConfusionMatrix
     ) -> None:
         # compute() sums the confusion over all ranks before scoring (the reference scored shards).
-        miou, iou = miou_from_confusion(confusion.compute())
+        matrix = confusion.compute()
+        miou, iou = miou_from_confusion(matrix)
         confusion.reset()
         self._log_iou(stage, "", miou, iou)
         # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
         fitting = self.trainer.state.fn == "fit"
         iteration = self.global_step if fitting else self._checkpoint_iteration
-        self.last_scores = {"stage": stage, "miou": miou, "iou": iou.cpu(), "iteration": iteration}
+        self.last_scores = {
+            "stage": stage,
+            "miou": miou,
+            "iou": iou.cpu(),
+            "confusion": matrix.cpu(),  # (C,C) int64 pixel counts, rows = ground truth
+            "iteration": iteration,
+        }
         if self._reference_scored:
             # The reference's rank-0 share of the split (data/reference.py), next to the whole split.
             miou, iou = miou_from_confusion(reference.compute())
@@ -471,7 +520,10 @@ class MADMModule(LightningModule):
             foreach=True,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, max_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
 
 
 def _floats(losses: dict[str, torch.Tensor]) -> str:
