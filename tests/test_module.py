@@ -188,6 +188,22 @@ def test_non_finite_gradient_skips_the_optimiser_step(tmp_path: Path) -> None:
     assert all(param.grad is None for param in params)  # AdamW then skips every parameter
 
 
+def test_non_finite_gradient_is_left_to_a_grad_scaler(tmp_path: Path) -> None:
+    # With 16-mixed, Lightning's GradScaler skips overflowing steps (and lowers its scale) itself: the
+    # module's guard must neither warn nor drop the gradients the scaler decides about.
+    module = make_module()
+    module.trainer = make_trainer(
+        tmp_path, 1, plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]
+    )
+    params = [p for p in module.parameters() if p.requires_grad][:2]
+    for param in params:
+        param.grad = torch.full_like(param, math.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "non-finite gradient" warning would fail here
+        module.on_before_optimizer_step(torch.optim.SGD(params, lr=1.0))
+    assert all(bool(torch.isinf(param.grad).all()) for param in params)
+
+
 def test_finite_weights_guard_refuses_nan_checkpoint(tmp_path: Path) -> None:
     module = make_module()
     checkpoint = {"state_dict": {"a": torch.ones(2), "b": torch.tensor([1.0, math.nan])}}
@@ -425,6 +441,7 @@ def test_fp16_vae_option_and_its_precision_check(synthetic_root: Path, tmp_path:
         make_trainer(tmp_path, 1, precision="16-mixed").fit(module, make_data(synthetic_root))
 
 
+@pytest.mark.slow  # fp16 convolutions on the CPU: minutes for 2 steps (the guard logic: the test above)
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU advice and lr_scheduler order note
 def test_16_mixed_with_fp16_vae_leaves_overflows_to_the_grad_scaler(
     synthetic_root: Path, tmp_path: Path
