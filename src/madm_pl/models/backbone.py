@@ -13,6 +13,7 @@ from madm_pl.models.presets import build_stack
 BASE_NOISE_SIZE = (64, 64)
 
 #: The UNet up blocks whose last layer (before the upsampler) is tapped: strides 32, 16, 8 (SPEC section 3).
+#: Strides are 4x, 2x and 1x the VAE's: 32, 16, 8 with SD's VAE (stride 8), 16, 8, 4 with a stride-4 VAE.
 TAPPED_UP_BLOCKS = (1, 2, 3)
 
 
@@ -34,6 +35,9 @@ def tap_output(output: Tensor | tuple) -> Tensor:
 @dataclass
 class BackboneOutput:
     """What one backbone pass gives the head and the losses.
+
+    Strides and shapes are written for SD's VAE stride 8 ("s32, s16, s8"; latents H/8); a VAE of stride v
+    gives taps at 4v, 2v, v and latents H/v (the names s32/s16/s8 stay: the coarsest, middle, finest tap).
 
     Attributes:
         features: [stride 32, stride 16, stride 8] UNet taps, (B,C_i,H/s,W/s) float, with gradient.

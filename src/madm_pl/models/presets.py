@@ -127,6 +127,27 @@ TINY_VAE_CONFIG: dict = {
     "scaling_factor": 0.18215,
 }
 
+
+def tiny_vae_config(stride: int = 8) -> dict:
+    """The tiny VAE's config at another spatial stride: one block fewer per halving (4 -> three blocks).
+
+    Stride 8 is :data:`TINY_VAE_CONFIG` itself (SD's stride). A smaller stride gives a finer latent for the
+    same image (a 64x64 crop: 16x16 at stride 4 instead of 8x8), so the UNet's taps are finer too; the
+    backbone reads the stride from the config (``DiffusionBackbone.size_divisor``).
+
+    Raises:
+        ValueError: a stride that is not 2, 4 or 8.
+    """
+    if stride not in (2, 4, 8):
+        raise ValueError(f"tiny VAE stride must be 2, 4 or 8, got {stride}")
+    blocks = stride.bit_length()  # 2 -> 2 blocks, 4 -> 3, 8 -> 4 (one downsampling between blocks)
+    return TINY_VAE_CONFIG | {
+        "down_block_types": ("DownEncoderBlock2D",) * blocks,
+        "up_block_types": ("UpDecoderBlock2D",) * blocks,
+        "block_out_channels": TINY_VAE_CONFIG["block_out_channels"][:blocks],
+    }
+
+
 #: Tiny CLIP text encoder: width 32 (= the tiny UNet's cross_attention_dim), 77 positions.
 TINY_TEXT_ENCODER_CONFIG: dict = {
     "hidden_size": 32,

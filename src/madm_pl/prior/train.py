@@ -11,8 +11,9 @@ would measure noise. This module gives the tiny architecture a small pretraining
    rendered in that modality (rgb, depth, infrared, event; single channels repeated to 3). Their layouts
    are also painted flat with the 11- and 9-class palettes of :mod:`madm_pl.labels` (ignore -> black),
    as LPLR paints labels; labels are used only as pictures, never as supervision.
-2. **VAE** (``TINY_VAE_CONFIG``): random crops, a quarter modality images and three quarters palette
-   paintings (what LPLR encodes and what the decoder must give back readably), L1 plus squared-error
+2. **VAE** (``TINY_VAE_CONFIG``, or :func:`~madm_pl.models.presets.tiny_vae_config` at another stride):
+   random crops, a quarter modality images and three quarters palette paintings (what LPLR encodes and
+   what the decoder must give back readably), L1 plus squared-error
    reconstruction plus an L1 term on image gradients (keeps the palette edges sharp) plus a small KL term.
    Afterwards the latent scale is folded into ``quant_conv`` / ``post_quant_conv`` (an exact
    reparametrisation, :func:`fold_latent_scale`), so that latents x SD's scaling factor 0.18215 have unit
@@ -57,12 +58,12 @@ from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import (
     SD14_SCHEDULER_CONFIG,
     TINY_UNET_CONFIG,
-    TINY_VAE_CONFIG,
     build_stack,
     build_tiny_text_encoder,
     build_tiny_tokenizer,
     empty_prompt_embedding,
     save_stack,
+    tiny_vae_config,
 )
 
 #: First scene index of the held-out prior scenes (evaluation and tests): far past any training pool.
@@ -91,7 +92,7 @@ class PriorOptions:
         pool_size: scenes per modality in the training pool (indices ``[0, pool_size)`` of ``SPLIT_PRIOR``).
         height, width: render size of the pool scenes (the demo data's 128x256).
         size: side of the square image crops the VAE trains on (multiple of 8).
-        unet_size: side of the square image crops (in pixels; latents are /8) the UNet trains on
+        unet_size: side of the square image crops (in pixels; latents are /vae_stride) the UNet trains on
             (multiple of 64: the tiny UNet downsamples the latent 3 times).
         steps_vae, steps_unet: optimiser steps.
         batch_vae, batch_unet: crops per step.
@@ -109,6 +110,8 @@ class PriorOptions:
         align_temperature: temperature of that loss (cosine similarities divided by it).
         align_max_timestep: the pairs are noised at timesteps below this (MADM reads the taps at t <= 61;
             at large t the content is drowned in noise); the single crops at every timestep.
+        vae_stride: spatial stride of the VAE (8 as SD's; 4 gives the UNet a latent twice as fine per side,
+            :func:`~madm_pl.models.presets.tiny_vae_config`).
         vae_from: a prior folder whose VAE is reused as it is (its latent scale already folded): the VAE
             is not trained again and only the UNet is; None trains both.
     """
@@ -136,6 +139,7 @@ class PriorOptions:
     align_weight: float = 0.1
     align_temperature: float = 0.1
     align_max_timestep: int = 300
+    vae_stride: int = 8
     vae_from: str | None = None
 
 
@@ -471,6 +475,7 @@ def train_unet(
     options: PriorOptions,
     generator: torch.Generator,
     paired_latents: Tensor | None = None,
+    latent_stride: int = 8,
 ) -> dict[str, float]:
     """Train the UNet as an epsilon-prediction denoiser on random latent crops, aligned across modalities.
 
@@ -491,6 +496,8 @@ def train_unet(
         options: steps, batch, crop size, learning rate, pair share, alignment weight and temperature.
         generator: every draw (crops, modalities, timesteps, noise).
         paired_latents: (S,M,4,h,w) float32, every modality of S scenes, or None (no alignment).
+        latent_stride: the VAE's stride: a crop of ``unet_size`` image pixels is ``unet_size / stride``
+            latent pixels.
 
     Returns:
         Means over the last 10 % of the steps: ``mse``, ``align`` (contrastive loss) and ``align_top1``
@@ -498,7 +505,7 @@ def train_unet(
     """
     unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr_unet, weight_decay=0.01, fused=True)
-    crop = options.unet_size // 8
+    crop = options.unet_size // latent_stride
     height, width = latents.shape[-2:]
     num_timesteps = scheduler.config.num_train_timesteps
     pairs = 0
@@ -578,9 +585,13 @@ def _validate(options: PriorOptions) -> None:
             f"--size {options.size} must be a multiple of 8 and fit in the "
             f"{options.height}x{options.width} pool"
         )
-    if options.unet_size % 64 or not 64 <= options.unet_size <= min(options.height, options.width):
+    if options.vae_stride not in (2, 4, 8):
+        raise ValueError(f"--vae-stride must be 2, 4 or 8, got {options.vae_stride}")
+    divisor = 8 * options.vae_stride
+    if options.unet_size % divisor or not divisor <= options.unet_size <= min(options.height, options.width):
         raise ValueError(
-            f"--unet-size {options.unet_size} must be a multiple of 64 (VAE stride 8 x 3 UNet downsamplings) "
+            f"--unet-size {options.unet_size} must be a multiple of {divisor} (VAE stride "
+            f"{options.vae_stride} x 3 UNet downsamplings) "
             f"and fit in the {options.height}x{options.width} pool"
         )
     if options.height % 8 or options.width % 8:
@@ -633,7 +644,7 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
     # The initialisations come from the seed; the caller's global RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
-        vae = AutoencoderKL(**TINY_VAE_CONFIG)
+        vae = AutoencoderKL(**tiny_vae_config(options.vae_stride))
         unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
     scheduler = DDPMScheduler(**SD14_SCHEDULER_CONFIG)
     tokenizer, text_encoder = build_tiny_tokenizer(), build_tiny_text_encoder()
@@ -672,7 +683,8 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
     times["encode_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    unet_losses = train_unet(unet, latents, uncond, scheduler, options, generator, paired_latents)
+    stride = 2 ** (len(vae.config.block_out_channels) - 1)
+    unet_losses = train_unet(unet, latents, uncond, scheduler, options, generator, paired_latents, stride)
     times["unet_s"] = time.perf_counter() - mark
     times["total_s"] = time.perf_counter() - start_time
 
@@ -773,6 +785,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--vae-from", default=None, help="reuse this prior folder's VAE and train only the UNet"
+    )
+    parser.add_argument(
+        "--vae-stride",
+        type=int,
+        default=defaults.vae_stride,
+        help="VAE stride: 8 (SD's) or 4 (finer latents)",
     )
     args = parser.parse_args(argv)
     options = PriorOptions(**{key: value for key, value in vars(args).items()})
