@@ -72,6 +72,7 @@ class DiffusionBackbone(nn.Module):
         self.scheduler = stack.scheduler
         self.vae.requires_grad_(False)
         self.unet.requires_grad_(True)
+        self.unet.train()  # from_pretrained gives eval mode, and Lightning keeps every module's mode
         self.unet.conv_norm_out.requires_grad_(False)
         self.unet.conv_out.requires_grad_(False)
         self.vae.eval()
