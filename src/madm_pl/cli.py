@@ -45,6 +45,12 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 
+DESCRIPTION = (
+    "MADM modality adaptation for semantic segmentation: fit, then validate/test/predict (the newest "
+    "run's last checkpoint unless --ckpt_path); prepare checks the data first. Errors end in one line; "
+    "--debug (or MADM_DEBUG=1) shows the traceback."
+)
+
 #: Subcommands that evaluate a trained model: the newest run's last checkpoint by default, no log run.
 _EVALUATING = ("validate", "test", "predict")
 
@@ -204,7 +210,7 @@ def _run(args: list[str]) -> None:
         args=args,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        parser_kwargs={"allow_abbrev": False, "prog": "madm-pl"},
+        parser_kwargs={"allow_abbrev": False, "prog": "madm-pl", "description": DESCRIPTION},
     )
 
 

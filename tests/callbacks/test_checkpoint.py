@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import os
 import shlex
 from pathlib import Path
@@ -11,7 +10,35 @@ from pathlib import Path
 import pytest
 import torch
 
+import madm_pl.data.io as io_module
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO, newest_last_checkpoint, resume_command
+
+
+class FullDisk:
+    """A file on a file system with ``free`` bytes left: a write beyond them stores what fits and
+    raises ENOSPC, as a full disk does."""
+
+    def __init__(self, path: str, mode: str, free: int) -> None:
+        self.path = Path(path)
+        self.file = open(path, mode)  # noqa: SIM115 (closed by __exit__)
+        self.free = free
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.free:
+            self.file.write(bytes(data[: self.free]))
+            self.free = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.free -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
 
 
 def test_enospc_during_a_checkpoint_write_keeps_the_previous_last_ckpt(
@@ -22,27 +49,24 @@ def test_enospc_during_a_checkpoint_write_keeps_the_previous_last_ckpt(
     previous = {"state_dict": {"weight": torch.arange(4.0)}, "global_step": 3}
     plugin.save_checkpoint(previous, last)
 
-    real_save = torch.save
-    written_to: list[Path] = []
+    newer = {"state_dict": {"weight": torch.ones(100_000)}, "global_step": 5}
+    opened: list[FullDisk] = []
 
-    def disk_full_half_way(obj: object, file: io.BufferedWriter, *args: object, **kwargs: object) -> None:
-        # Lightning's TorchCheckpointIO serialises into memory and moves a file from the system's
-        # temporary directory: a copy over last.ckpt when that is another file system.
-        written_to.append(Path(file.name).parent)
-        buffer = io.BytesIO()
-        real_save(obj, buffer)
-        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # half the checkpoint reached the disk
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full_disk_open(path: str, mode: str = "r") -> FullDisk:
+        # half of the new checkpoint fits (Lightning's TorchCheckpointIO would write it in the system's
+        # temporary directory and copy it over last.ckpt, truncating it, when that is another disk)
+        opened.append(FullDisk(path, mode, free=200_000))
+        return opened[-1]
 
-    monkeypatch.setattr(torch, "save", disk_full_half_way)
-    newer = {"state_dict": {"weight": torch.ones(10_000)}, "global_step": 5}
+    monkeypatch.setattr(io_module, "open", full_disk_open, raising=False)
     with pytest.raises(
         OSError, match=r"could not write the checkpoint '.*last\.ckpt' \(No space left"
     ) as caught:
         plugin.save_checkpoint(newer, last)
     monkeypatch.undo()
-    assert caught.value.errno == errno.ENOSPC
-    assert written_to == [last.parent]  # the temporary file is on the checkpoint's own file system
+    assert caught.value.errno == errno.ENOSPC  # not torch's "unexpected pos" RuntimeError
+    assert [f.path.parent for f in opened] == [last.parent]  # written on the checkpoint's own file system
+    assert opened[0].free == 0  # the disk did fill up
     loaded = torch.load(last, weights_only=True)
     assert loaded["global_step"] == 3
     assert torch.equal(loaded["state_dict"]["weight"], torch.arange(4.0))

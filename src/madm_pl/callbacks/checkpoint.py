@@ -31,6 +31,28 @@ from madm_pl.data.io import atomic_write
 EXCEPTION_CHECKPOINT = "on_exception"
 
 
+class _WriteErrors:
+    """A binary file as ``torch.save`` writes to it, keeping the first ``OSError`` of a write.
+
+    torch's zip writer reports a failed write as a ``RuntimeError`` ("unexpected pos ..."); the kept
+    error says what happened (``ENOSPC``: the disk is full), and is what ``save_checkpoint`` raises.
+    """
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a local checkpoint atomically on the checkpoint's own file system (``io.atomic_write``).
 
@@ -59,7 +81,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with atomic_write(path) as file:
-                torch.save(checkpoint, file)
+                writer = _WriteErrors(file)
+                try:
+                    torch.save(checkpoint, writer)  # streamed: no second copy of the checkpoint in memory
+                except RuntimeError:
+                    if writer.error is not None:
+                        raise writer.error from None
+                    raise
         except OSError as error:
             raise OSError(
                 error.errno,
@@ -182,9 +210,11 @@ class CheckpointOnException(Callback):
     the exact command that resumes from it.
 
     Nothing is saved before the first optimiser step, nor when the last regular checkpoint is of the
-    same iteration (that one is named instead). A checkpoint taken in the middle of a step (Ctrl+C
-    can come anywhere) holds the weights of that moment; an unreadable file is found while the next
-    batch is read, between steps, and resuming then continues the same sample sequence.
+    same iteration (that one is named instead), nor on an error with several processes (saving is
+    collective, and an error stops one of them; Ctrl+C stops all and is saved). A checkpoint taken
+    in the middle of a step (Ctrl+C can come anywhere) holds the weights of that moment; an
+    unreadable file is found while the next batch is read, between steps, and resuming then
+    continues the same sample sequence.
 
     This does what Lightning's ``OnExceptionCheckpoint`` does, without two of its side effects:
     with one present, every ``fit`` without ``--ckpt_path`` silently resumes from the newest
@@ -210,7 +240,17 @@ class CheckpointOnException(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0 or trainer.sanity_checking:
             return
-        what = "interrupted (Ctrl+C)" if isinstance(exception, KeyboardInterrupt) else "stopped by an error"
+        interrupted = isinstance(exception, KeyboardInterrupt)
+        what = "interrupted (Ctrl+C)" if interrupted else "stopped by an error"
+        if trainer.world_size > 1 and not interrupted:
+            # Saving is collective (a barrier), and an error stops one process only: waiting for the
+            # others would hang instead of failing.
+            rank_zero_warn(
+                f"training {what} at iteration {trainer.global_step} in one of {trainer.world_size} "
+                "processes: no checkpoint is saved on an error with several processes; resume from the "
+                "last regular checkpoint"
+            )
+            return
         regular = trainer.checkpoint_callback
         if (
             regular is not None
@@ -222,7 +262,7 @@ class CheckpointOnException(Callback):
             folder = Path(self.dirpath) if self.dirpath is not None else checkpoint_dir(trainer)
             path = folder / f"{self.filename}.ckpt"
             try:
-                trainer.save_checkpoint(path)
+                trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint, to resume
             except Exception as error:  # a full disk, non-finite weights: report, keep the first error
                 rank_zero_warn(
                     f"training {what} at iteration {trainer.global_step}; saving '{path}' failed too "
