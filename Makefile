@@ -42,6 +42,12 @@ data: setup
 # datasets>, holding them under the reference's folder names Cityscapes/, DELIVER/, FMB/ and DSEC/
 # (DATA_SOURCE / DATA_TARGET override one root each), and SD=<local stable-diffusion-v1-4 folder>.
 # Make also reads these from the environment (export DATA=... SD=...). ARGS adds any CLI option.
+# A PROFILE other than demo or paper (PROFILE=Paper) stops the targets that read it, before anything runs.
+ifneq ($(filter train prepare figure,$(MAKECMDGOALS)),)
+ifeq ($(filter demo paper,$(PROFILE)),)
+$(error unknown PROFILE='$(PROFILE)': use PROFILE=demo (configs/demo/, built-in data) or PROFILE=paper (configs/, real data))
+endif
+endif
 ifeq ($(PROFILE),demo)
 CONFIG := configs/demo/$(TASK).yaml
 else
@@ -97,9 +103,11 @@ bench-adapt: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/python benchmarks/adapt_table.py $(if $(filter command line,$(origin TASK)),--tasks $(TASK)) $(ARGS)
 
-# The README figure: target image, pseudo-label, prediction, ground truth of the trained demo.
+# Target image, pseudo-label, prediction, ground truth of the newest run's last.ckpt, written into that
+# run's folder (runs/<profile>/<task>/version_<n>/figure.png). The tracked README figure is replaced
+# only when asked: make figure TASK=rgb2infrared OUT=docs/figures/demo_rgb2infrared.png
 figure: setup
-	$(BIN)/python -m madm_pl.visualize --ckpt runs/demo/$(TASK)/checkpoints/last.ckpt --out docs/figures/demo_$(TASK).png
+	$(BIN)/python -m madm_pl.visualize --runs runs/$(PROFILE)/$(TASK) $(if $(OUT),--out $(OUT))
 
 tensorboard: setup
 	$(BIN)/tensorboard --logdir runs

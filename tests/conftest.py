@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,44 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ]
     )
     return root
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished 2-iteration demo run of the ``lightning`` console script.
+
+    Attributes:
+        root: its ``trainer.default_root_dir`` (``small_run_args``' ``tmp_path``).
+        version: ``<root>/logs/rgb2infrared/version_0``, the run's folder.
+        output: everything it printed (stdout and stderr, warnings as a user sees them).
+    """
+
+    root: Path
+    version: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """``lightning fit`` of the demo config for 2 iterations (validation and checkpoints at 2, a
+    progress line every iteration: output is not a terminal), in a subprocess as a user runs it."""
+    from tests.cli_runs import DEMO, REPO, small_run_args
+
+    root = tmp_path_factory.mktemp("trained")
+    command = [
+        str(Path(sys.executable).parent / "lightning"),
+        "fit",
+        "-c",
+        str(DEMO),
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        "--trainer.log_every_n_steps=1",
+        "--image_logger.every_n_steps=1",
+        "--progress_bar.every_n_steps=1",
+        *small_run_args(synthetic_root, root),
+    ]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return TrainedRun(root, root / "logs" / "rgb2infrared" / "version_0", output)

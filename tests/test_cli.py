@@ -1,45 +1,39 @@
-"""The command line: three entry points, the demo config, errors that name the option, predict output."""
+"""The command line: three entry points, the demo config, errors that name the option, predict output,
+checkpoints per run, a save on an error or Ctrl+C, folders checked at start, quiet output."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from madm_pl.callbacks.checkpoint import AtomicCheckpointIO
 from madm_pl.cli import main
+from madm_pl.data.datamodule import CrossModalityTrainDataset
+from madm_pl.data.io import read_image
 from madm_pl.labels import TASKS
+from madm_pl.module import MADMModule
+from tests.cli_runs import DEMO, REPO, small_run_args
+from tests.conftest import TrainedRun
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "configs" / "demo" / "rgb2infrared.yaml"
 BIN = Path(sys.executable).parent
 
 
-def small_run_args(root: Path, tmp_path: Path) -> list[str]:
-    """Overrides that point the demo config at the small synthetic world and shrink it for CPU tests."""
-    return [
-        f"--data.init_args.source_root={root / 'cityscapes'}",
-        f"--data.init_args.target_root={root / 'fmb'}",
-        "--data.init_args.source_resize=[64, 128]",
-        "--data.init_args.crop_size=[64, 64]",
-        "--data.init_args.target_resize=[64, 96]",
-        "--data.init_args.test_size=[64, 64]",
-        "--data.init_args.rcs_min_pixels=20",
-        "--data.init_args.num_workers=0",
-        "--trainer.accelerator=cpu",
-        f"--trainer.default_root_dir={tmp_path}",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
-        f"--checkpoint.dirpath={tmp_path / 'checkpoints'}",
-    ]
-
-
-@pytest.mark.parametrize("entry", ["madm-pl", "lightning"])
-def test_console_scripts_fast_dev_run(entry: str, synthetic_root: Path, tmp_path: Path) -> None:
-    command = [str(BIN / entry), "fit", "-c", str(DEMO), "--trainer.fast_dev_run=true"]
+def test_console_script_fast_dev_run(synthetic_root: Path, tmp_path: Path) -> None:
+    # (the `lightning` script runs the `trained_run` fixture)
+    command = [str(BIN / "madm-pl"), "fit", "-c", str(DEMO), "--trainer.fast_dev_run=true"]
     result = subprocess.run(
         command + small_run_args(synthetic_root, tmp_path),
         capture_output=True,
@@ -53,19 +47,30 @@ def test_console_scripts_fast_dev_run(entry: str, synthetic_root: Path, tmp_path
     assert "mIoU" in result.stdout + result.stderr
 
 
-def test_python_dash_m_prints_help() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "madm_pl", "--help"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert result.returncode == 0
-    for subcommand in ("fit", "validate", "test", "predict"):
-        assert subcommand in result.stdout
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # (`python -m madm_pl` runs in test_backbone_without_unet_...)
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict", "prepare", "convert"):
+        assert re.search(rf"^\s+{subcommand}\s+\S", out, re.M), subcommand  # listed with its help
+    assert "usage: madm-pl" in out
 
 
 def test_unknown_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "-c", str(DEMO), "--model.init_args.dplg_tt0=3"])
     assert "dplg_tt0" in capsys.readouterr().err
+
+
+def test_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse's allow_abbrev would take --trainer.max_step for --trainer.max_steps (and print the
+    # config with max_steps: 5, exit 0).
+    with pytest.raises(SystemExit) as caught:
+        main(["fit", "-c", str(DEMO), "--trainer.max_step=5", "--print_config"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --trainer.max_step=5" in capsys.readouterr().err
 
 
 def test_unknown_key_in_yaml_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,57 +81,92 @@ def test_unknown_key_in_yaml_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "class_mix" in capsys.readouterr().err
 
 
-def test_missing_data_folder_is_named(tmp_path: Path) -> None:
+def test_missing_data_folder_is_one_line_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=r"data\.source_root"):
+    with pytest.raises(SystemExit) as caught:
         main(
             ["fit", "-c", str(DEMO), "--trainer.fast_dev_run=true"]
             + small_run_args(tmp_path, tmp_path)
             + [f"--data.init_args.source_root={missing}"]
         )
+    assert caught.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("madm-pl: error: Cityscapes not found under data.source_root=")
+    assert "fix data.source_root" in last
 
 
-def test_predict_writes_label_and_colour_pngs(synthetic_root: Path, tmp_path: Path) -> None:
-    images = tmp_path / "my_images"
-    images.mkdir()
-    sources = sorted((synthetic_root / "fmb" / "test" / "Infrared").glob("*.png"))[:2]
-    for source in sources:
-        (images / source.name).write_bytes(source.read_bytes())
-    out = tmp_path / "predictions"
-    main(
-        ["predict", "-c", str(DEMO)]
-        + small_run_args(synthetic_root, tmp_path)
-        + [f"--data.init_args.predict_root={images}", f"--prediction_writer.output_dir={out}"]
+def test_backbone_without_unet_is_one_last_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    backbone = tmp_path / "sd"
+    shutil.copytree(REPO / "priors" / "tiny", backbone)
+    shutil.rmtree(backbone / "unet")
+    command = [
+        sys.executable,
+        "-m",
+        "madm_pl",
+        "fit",
+        "-c",
+        str(DEMO),
+        f"--model.init_args.backbone={backbone}",
+    ]
+    env = {key: value for key, value in os.environ.items() if key != "MADM_DEBUG"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"madm-pl: error: model.backbone='{backbone}': diffusion stack")
+    assert "lacks unet/" in last and "set --model.init_args.backbone" in last
+    # --debug: the error propagates with its traceback (here: in-process, as the exception itself)
+    with pytest.raises(Exception, match="lacks unet/") as caught:
+        main(command[3:] + ["--debug"])
+    assert not isinstance(caught.value, SystemExit)
+
+
+# ---------------------------------------------------------------------------------- a trained run
+def test_fit_output_is_quiet_and_counts_iterations(trained_run: TrainedRun) -> None:
+    output = trained_run.output
+    for noise in (
+        "LightningCLI's args parameter",  # cli.main passes args on purpose
+        "accelerate",  # diffusers' advice, twice per run
+        "litlogger",
+        "module(s) in eval mode",  # the frozen VAE
+        "LeafSpec",  # a torch deprecation inside Lightning
+        "FLOPs",  # always 0 here
+        "Epoch 0/",  # the bar of an iteration-based run
+        "v_num",
+        "Loading weights",  # transformers' bar for the tiny text encoder
+        "was configured so 100%",
+    ):
+        assert noise not in output, noise
+    assert "Modules in eval mode (frozen parts without trainable parameters: expected)" in output
+    # output is not a terminal: one line per iteration (progress_bar.every_n_steps=1), with the loss
+    lines = re.findall(
+        r"^iteration (\d+)/2 \| train/loss ([\d.]+) \| ([\d.]+) it/s \| ETA (\S+)$", output, re.M
     )
-    palette = TASKS["rgb2infrared"].palette
-    for source in sources:
-        label = np.array(Image.open(out / "labels" / source.name))
-        colour = np.array(Image.open(out / "colour" / source.name))
-        original = Image.open(source)
-        assert label.shape == (original.height, original.width)  # back at the original size
-        assert label.max() < len(palette)
-        np.testing.assert_array_equal(colour, palette[label])
-    assert not list(out.rglob("*.tmp.png"))
+    assert [int(step) for step, *_ in lines] == [1, 2]
+    assert lines[-1][3] == "0:00:00"
+    assert all(float(rate) > 0 for _, _, rate, _ in lines)
 
 
-def test_tensorboard_scalars_written(synthetic_root: Path, tmp_path: Path) -> None:
-    main(
-        [
-            "fit",
-            "-c",
-            str(DEMO),
-            "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2",
-            "--trainer.log_every_n_steps=1",
-            "--image_logger.every_n_steps=1",
-        ]
-        + small_run_args(synthetic_root, tmp_path)
+def test_checkpoints_stay_in_the_run_folder(trained_run: TrainedRun) -> None:
+    checkpoints = trained_run.version / "checkpoints"
+    names = sorted(p.name for p in checkpoints.iterdir())
+    assert (
+        len(names) == 2 and re.fullmatch(r"iter000002-miou[\d.]+\.ckpt", names[0]) and names[1] == "last.ckpt"
     )
+    assert (trained_run.version / "config.yaml").is_file()
+    assert not (trained_run.root / "checkpoints").exists()
+    # written through the CLI's atomic plugin: no temporary file left next to them
+    assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+
+
+def test_tensorboard_scalars_written(trained_run: TrainedRun) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = sorted((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    events = sorted(trained_run.version.glob("events.out.tfevents.*"))
     assert events
-    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator = EventAccumulator(str(trained_run.version))
     accumulator.Reload()
     scalars = set(accumulator.Tags()["scalars"])
     for tag in (
@@ -141,5 +181,214 @@ def test_tensorboard_scalars_written(synthetic_root: Path, tmp_path: Path) -> No
         assert tag in scalars, (tag, sorted(scalars))
     assert any(tag.startswith("lr/") for tag in scalars)
     assert "train_images/source" in accumulator.Tags()["images"]  # every tag: tests/callbacks/
-    checkpoints = {p.name for p in (tmp_path).rglob("*.ckpt")}
-    assert "last.ckpt" in checkpoints and len(checkpoints) >= 2
+
+
+def _copy_run(run: TrainedRun, logs: Path, versions: tuple[int, ...]) -> list[Path]:
+    """The trained run's last.ckpt as ``logs/rgb2infrared/version_<n>/checkpoints/last.ckpt``."""
+    copies = []
+    for version in versions:
+        target = logs / "rgb2infrared" / f"version_{version}" / "checkpoints" / "last.ckpt"
+        target.parent.mkdir(parents=True)
+        shutil.copy(run.version / "checkpoints" / "last.ckpt", target)
+        copies.append(target)
+    return copies
+
+
+def test_test_uses_the_newest_runs_last_checkpoint_and_adds_no_run(
+    trained_run: TrainedRun, synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, newest, _ = _copy_run(trained_run, tmp_path / "logs", (0, 10, 9))  # 10 is newer than 9
+    caplog.set_level("INFO")
+    main(["test", "-c", str(DEMO), *small_run_args(synthetic_root, tmp_path)])
+    assert f"madm-pl test: {newest} (the newest run's last checkpoint" in caplog.text
+    assert "test after iteration 2 (rgb2infrared)" in caplog.text
+    assert "Test metric" not in caplog.text  # the IoU table only, not Lightning's table too
+    runs = tmp_path / "logs" / "rgb2infrared"
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_10", "version_9"]
+    assert [p.name for p in (runs / "version_10").iterdir()] == ["checkpoints"]  # no config.yaml
+    assert [p.name for p in (runs / "version_10" / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_test_without_any_run_names_what_it_looked_for(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["test", "-c", str(DEMO), *small_run_args(synthetic_root, tmp_path)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = f"{tmp_path / 'logs' / 'rgb2infrared'}/version_*/checkpoints/last.ckpt; train first"
+    assert last.startswith("madm-pl: error: no checkpoint to use") and expected in last
+
+
+def test_predict_keeps_paths_and_full_names_and_skips_unreadable_files(
+    trained_run: TrainedRun, synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = tmp_path / "my_images"
+    (images / "sub").mkdir(parents=True)
+    sources = sorted((synthetic_root / "fmb" / "test" / "Infrared").glob("*.png"))
+    inputs = {"a.png": 0, "a.jpg": 1, "sub/a.png": 2, "frame.001.png": 3, "frame.002.png": 4}
+    for name, index in inputs.items():
+        Image.open(sources[index]).convert("RGB").save(images / name, quality=95)
+    deep = (np.asarray(Image.open(sources[0]).convert("L")).astype(np.uint16) * 257)[:, :80]
+    Image.fromarray(deep).save(images / "deep16.png")  # a 16-bit image of another size
+    (images / "broken.png").write_bytes(sources[0].read_bytes()[:300])  # truncated
+    out = tmp_path / "predictions"
+    caplog.set_level("INFO")
+    with pytest.warns(UserWarning, match=r"predict: skipped 'broken\.png': cannot read image"):
+        main(
+            ["predict", "-c", str(DEMO)]
+            + small_run_args(synthetic_root, tmp_path)
+            + [
+                f"--ckpt_path={trained_run.version / 'checkpoints' / 'last.ckpt'}",
+                f"--data.init_args.predict_root={images}",
+                f"--prediction_writer.output_dir={out}",
+            ]
+        )
+    palette = TASKS["rgb2infrared"].palette
+    expected = {"a.png", "a.jpg.png", "sub/a.png", "frame.001.png", "frame.002.png", "deep16.png"}
+    for kind in ("labels", "colour"):
+        written = {p.relative_to(out / kind).as_posix() for p in (out / kind).rglob("*") if p.is_file()}
+        assert written == expected  # 6 readable inputs, 6 outputs each
+    for name in expected:
+        label = np.array(Image.open(out / "labels" / name))
+        colour = np.array(Image.open(out / "colour" / name))
+        original = Image.open(images / name.removesuffix(".png") if name == "a.jpg.png" else images / name)
+        assert label.shape == (original.height, original.width)  # back at the original size
+        assert label.max() < len(palette)
+        np.testing.assert_array_equal(colour, palette[label])
+    assert "skipped 1 unreadable files:\n  broken.png" in caplog.text
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files
+    assert not (tmp_path / "logs").exists()  # predict adds no TensorBoard run
+    # a second predict into the now non-empty folder needs --prediction_writer.overwrite=true
+    again = ["predict", "-c", str(DEMO), *small_run_args(synthetic_root, tmp_path)]
+    again += [f"--data.init_args.predict_root={images}", f"--prediction_writer.output_dir={out}"]
+    again += [f"--ckpt_path={trained_run.version / 'checkpoints' / 'last.ckpt'}"]
+    with pytest.raises(SystemExit):
+        main(again)
+
+
+# ------------------------------------------------------------------------ errors during training
+def _short_fit(synthetic_root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["fit", "-c", str(DEMO), "--trainer.max_steps=4", "--trainer.val_check_interval=100"] + [
+        *small_run_args(synthetic_root, tmp_path),
+        *extra,
+    ]
+
+
+def test_bad_file_during_training_saves_a_checkpoint_and_prints_the_resume_command(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(next((synthetic_root / "fmb" / "train" / "Infrared").glob("*.png")).read_bytes()[:300])
+    original = CrossModalityTrainDataset.__getitem__
+
+    def bad_file_from_sample_4(self: CrossModalityTrainDataset, index: int) -> dict:
+        if index >= 4:  # batches of 2: the third batch meets a truncated target image
+            read_image(broken)
+        return original(self, index)
+
+    monkeypatch.setattr(CrossModalityTrainDataset, "__getitem__", bad_file_from_sample_4)
+    saved: list[Path] = []
+    atomic_save = AtomicCheckpointIO.save_checkpoint
+
+    def spy(self: AtomicCheckpointIO, checkpoint: dict, path: str, storage_options: object = None) -> None:
+        saved.append(Path(path))
+        atomic_save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", spy)
+    args = _short_fit(synthetic_root, tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    err = caplog.text  # Lightning's log (stderr outside pytest)
+    checkpoint = tmp_path / "logs" / "rgb2infrared" / "version_0" / "checkpoints" / "on_exception.ckpt"
+    assert saved == [checkpoint]  # through the CLI's atomic checkpoint plugin
+    stopped = re.search(
+        rf"training stopped by an error at iteration (\d+); saved {re.escape(str(checkpoint))}", err
+    )
+    step = int(stopped[1])  # 1 or 2: Lightning reads a batch ahead of the step that trains on it
+    assert step >= 1
+    command = re.search(r"resume with:\n  (.+)", err)[1]
+    assert last.startswith(f"madm-pl: error: cannot read image '{broken}'")  # the last line of all
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert state["global_step"] == step
+    assert (
+        state["datamodule_hyper_parameters"]
+        and state["CrossModalityDataModule"]["train_batches_seen"] == step
+    )
+    # the file is fixed: the printed command continues the run to max_steps
+    monkeypatch.undo()
+    words = shlex.split(command)
+    assert words[0] == "madm-pl" and words[-1] == f"--ckpt_path={checkpoint}" and words[1:-1] == args
+    main(words[1:])
+    resumed = tmp_path / "logs" / "rgb2infrared" / "version_1" / "checkpoints" / "last.ckpt"
+    assert torch.load(resumed, map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = MADMModule.training_step
+
+    def interrupted_at_2(self: MADMModule, batch: dict, batch_idx: int) -> object:
+        if self.trainer.global_step == 2:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(MADMModule, "training_step", interrupted_at_2)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning exits with 1 after a KeyboardInterrupt
+            main(_short_fit(synthetic_root, tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT from then on
+    err = caplog.text
+    checkpoint = tmp_path / "logs" / "rgb2infrared" / "version_0" / "checkpoints" / "on_exception.ckpt"
+    assert f"training interrupted (Ctrl+C) at iteration 2; saved {checkpoint}" in err
+    assert f"--ckpt_path={checkpoint}" in re.search(r"resume with:\n  (.+)", err)[1]
+    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+@pytest.mark.parametrize("folder", ["checkpoint", "log"])
+def test_unwritable_folder_is_found_before_the_first_step(
+    folder: str,
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    if os.geteuid() != 0:
+        read_only.chmod(0o555)
+    else:  # root writes anywhere: a read-only file system for new files under `read_only`
+        mkstemp = tempfile.mkstemp
+
+        def read_only_file_system(*args: object, dir: str | None = None, **kwargs: object) -> object:
+            if dir is not None and Path(dir).resolve().is_relative_to(read_only):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only_file_system)
+
+    def no_step_please(*args: object) -> None:
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(MADMModule, "training_step", no_step_please)
+    option = (
+        f"--checkpoint.dirpath={read_only / 'checkpoints'}"
+        if folder == "checkpoint"
+        else f"--trainer.logger.init_args.save_dir={read_only}"
+    )
+    with pytest.raises(SystemExit):
+        main(_short_fit(synthetic_root, tmp_path, option))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"madm-pl: error: the {folder} folder '{read_only}" in last
+    assert "is not writable (" in last
+    assert (
+        "fix checkpoint.dirpath" if folder == "checkpoint" else "fix trainer.logger.init_args.save_dir"
+    ) in last

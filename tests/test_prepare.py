@@ -242,3 +242,46 @@ def test_target_train_labels_are_checked_when_asked(
     with pytest.raises(SystemExit):
         main([*args, "--data.target_train_labels=maybe"])
     assert "target_train_labels" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::madm_pl.prepare.DatasetSizeWarning")
+def test_every_bad_file_is_listed_at_once_and_exits_non_zero(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree, capsys: pytest.CaptureFixture
+) -> None:
+    """Five different defects, each of which stops training only when RCS or the sampler draws its
+    file; prepare exited 0 on all but the unmatched pair, and named only the first of those."""
+    source, target = cityscapes_tree.root, fmb_tree.root
+    bad_ids = split_label((32, 64), 0, 30)  # 30 is no Cityscapes train id
+    write_png(source / cityscapes_tree.train_labels[0], bad_ids)
+    truncated_source = source / cityscapes_tree.train_images[1]
+    truncated_source.write_bytes(truncated_source.read_bytes()[:40])
+    truncated_target = target / fmb_tree.train_images[1]
+    truncated_target.write_bytes(truncated_target.read_bytes()[:40])
+    write_png(target / fmb_tree.test_labels[0], split_label((8, 8), 1, 9))  # the image is 16x32
+    (target / fmb_tree.test_labels[1]).unlink()
+    with pytest.raises(SystemExit) as error:
+        main(["--data.task=rgb2infrared", *roots(cityscapes_tree, fmb_tree), "--data.rcs_min_pixels=100"])
+    message = str(error.value)
+    assert message.startswith("madm-pl prepare: error: 5 bad files")
+    lines = message.splitlines()
+    assert lines[-1].startswith("fix: replace or remove each file named")
+    problems = [line.strip() for line in lines[1:-1]]
+    assert len(problems) == 5
+    expected = [
+        f"label '{source / cityscapes_tree.train_labels[0]}'",  # ids outside the map
+        f"cannot read image '{truncated_source}'",
+        f"cannot read image '{truncated_target}'",
+        f"image '{target / fmb_tree.test_images[0]}' is 16x32 but its label",
+        f"FMB image '{target / fmb_tree.test_images[1]}' has no label",
+    ]
+    for start in expected:
+        assert sum(problem.startswith(start) for problem in problems) == 1, (start, problems)
+    assert not (source / CACHE_NAME).exists()  # nothing cached from a tree that fails
+    assert "reading every image and label" in capsys.readouterr().out
+
+
+def test_prepare_refuses_abbreviated_options(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as error:
+        main(["--data.tas=rgb2infrared", "--data.source_root=/a", "--data.target_root=/b"])
+    assert error.value.code == 2
+    assert "unrecognized arguments: --data.tas=rgb2infrared" in capsys.readouterr().err

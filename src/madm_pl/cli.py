@@ -1,19 +1,28 @@
 """Command line: ``madm-pl``, ``python -m madm_pl`` and ``lightning`` (one LightningCLI).
 
 ``madm-pl fit -c configs/demo/rgb2infrared.yaml`` trains; ``validate``, ``test`` and ``predict`` take
-the same config plus ``--ckpt_path``; ``madm-pl prepare`` checks a data tree and caches the RCS
-statistics. lightning 2.6 installs only a ``fabric`` script, so this project
-provides the ``lightning`` command users expect (``lightning fit -c ...``).
+the same config and use the newest run's ``last.ckpt`` unless given ``--ckpt_path``; ``madm-pl
+prepare`` checks a data tree and caches the RCS statistics. lightning 2.6 installs only a ``fabric``
+script, so this project provides the ``lightning`` command users expect (``lightning fit -c ...``).
+
+Options are never abbreviated (``--trainer.max_step`` is an error, not ``max_steps``). The
+project's own errors end with one line naming the file or option and the fix (``madm_pl.errors``);
+``--debug`` or ``MADM_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
+from pathlib import Path
+from typing import Any
 
-from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from jsonargparse import ArgumentParser, Namespace
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from madm_pl.callbacks import (
     ConfusionMatrixImage,
@@ -23,28 +32,58 @@ from madm_pl.callbacks import (
     PredictionWriter,
     ValidationImages,
 )
+from madm_pl.callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointOnException,
+    WritableRunFolders,
+    newest_last_checkpoint,
+)
+from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar, quiet_known_noise
 from madm_pl.data import CrossModalityDataModule
+from madm_pl.errors import run_reporting_errors, split_debug
 from madm_pl.module import MADMModule
 
-#: madm-pl's own commands (outside LightningCLI), one line each at the end of ``madm-pl --help``.
-OWN_COMMANDS: dict[str, str] = {
-    "convert": "turn a released MADM model_RGB2*.pth into a madm-pl checkpoint (madm-pl convert --help)",
+#: Commands with their own options, run before LightningCLI: name -> (module with ``main(args)``, help).
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": (
+        "madm_pl.prepare",
+        "Check every file training reads (one list of the bad ones), cache the RCS statistics, print "
+        "label histograms: madm-pl prepare -c CONFIG.",
+    ),
+    "convert": (
+        "madm_pl.convert",
+        "Turn a released MADM model_RGB2*.pth into a madm-pl checkpoint: madm-pl convert --help.",
+    ),
 }
 
+DESCRIPTION = (
+    "MADM modality adaptation for semantic segmentation: fit, then validate/test/predict (the newest "
+    "run's last checkpoint unless --ckpt_path); prepare checks the data first. Errors end in one line; "
+    "--debug (or MADM_DEBUG=1) shows the traceback."
+)
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-    """Lightning's help, with the epilog (the command list) printed as written."""
+#: Subcommands that evaluate a trained model: the newest run's last checkpoint by default, no log run.
+_EVALUATING = ("validate", "test", "predict")
 
 
 class MADMCLI(LightningCLI):
-    """LightningCLI with the task and class count linked from the data to the model, and the callbacks
-    every run needs always present (each configurable under its own key)."""
+    """LightningCLI with the task and class count linked from the data to the model, the callbacks
+    every run needs always present (each configurable under its own key), and:
 
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
-        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-        # The top-level help only (the subcommands' parsers keep Lightning's).
-        self.parser.formatter_class = _HelpFormatter
-        self.parser.epilog = "other commands:\n" + "\n".join(f"  {n:<20}{t}" for n, t in OWN_COMMANDS.items())
+    - checkpoints written atomically (``AtomicCheckpointIO``) inside the run's version folder, a
+      checkpoint and the resume command on an error or Ctrl+C (``on_exception``), the checkpoint and
+      log folders checked before the first step;
+    - ``validate``/``test``/``predict``: the newest run's ``last.ckpt`` unless ``--ckpt_path`` is
+      given (the one used is printed), and no TensorBoard run or saved config of their own;
+    - progress in iterations of ``max_steps`` (``progress_bar``), a summary without FLOPs.
+
+    Args:
+        *args, **kwargs: as ``LightningCLI``; ``args`` are kept for the resume command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.command_args = [str(a) for a in kwargs.get("args") or []]
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.task", "model.init_args.task")
@@ -59,6 +98,7 @@ class MADMCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(CheckpointOnException, "on_exception")
         parser.add_lightning_class_args(ImageLogger, "image_logger")
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(ConfusionMatrixImage, "confusion_matrix")
@@ -67,24 +107,114 @@ class MADMCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(IterationProgressBar, "progress_bar")
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # Listed so that `madm-pl --help` names them; `main` runs them before this parser is built.
+        for name, (_, help_text) in EXTRA_COMMANDS.items():
+            listed = ArgumentParser(description=help_text)
+            parser._subcommands_action.add_subcommand(name, listed, help=help_text)
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            # IoUTable prints the scores as a table of classes; Lightning's metric table would repeat them.
+            parser.set_defaults({"verbose": False})
+        return parser
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand in EXTRA_COMMANDS:
+            raise ValueError(
+                f"'{subcommand}' takes its own options after it: madm-pl {subcommand} -c CONFIG ..."
+            )
+        if subcommand in _EVALUATING and self.config[subcommand].get("ckpt_path") is None:
+            checkpoint = default_checkpoint(self.config[subcommand])
+            rank_zero_info(
+                f"madm-pl {subcommand}: {checkpoint} (the newest run's last checkpoint; "
+                "--ckpt_path=<file> picks another)"
+            )
+            self.config[subcommand]["ckpt_path"] = str(checkpoint)
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in _EVALUATING else None
+        if ckpt_path and Path(ckpt_path).is_file() and self.config[subcommand].checkpoint.dirpath is None:
+            # The checkpoint restores ModelCheckpoint's state, which warns when its folder differs (as
+            # it would without a logger): point it at the folder the checkpoint came from.
+            self.config[subcommand].checkpoint.dirpath = str(Path(ckpt_path).parent)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        # Lightning refuses a progress bar or summary callback next to the flag that turns it off.
+        if config.get("enable_progress_bar") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        if config.get("enable_model_summary") is not False:
+            callbacks.append(CompactModelSummary())
+        # Before SaveConfigCallback (appended last), which writes into the log folder.
+        callbacks.insert(0, WritableRunFolders())
+        for callback in callbacks:
+            if isinstance(callback, CheckpointOnException):
+                callback.args = self.command_args
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        if self.subcommand in _EVALUATING:
+            config["logger"] = False  # evaluating adds no empty version folder to the runs
+            self.save_config_callback = None  # nor a config.yaml next to the training one
+        return self._instantiate_trainer(config, callbacks)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``madm-pl`` and ``python -m madm_pl``.
+def _first_logger(logger: Any) -> Any:
+    return logger[0] if isinstance(logger, list) and logger else logger
 
-    Args:
-        args: command-line arguments without the program name (``sys.argv[1:]`` when None).
+
+def default_checkpoint(config: Namespace) -> Path:
+    """The checkpoint ``validate``/``test``/``predict`` use without ``--ckpt_path``.
+
+    With ``checkpoint.dirpath`` set: its newest ``last*.ckpt``. Otherwise the newest run's
+    ``last.ckpt`` under the logger's ``<save_dir>/<name>`` (``version_<n>/checkpoints/``), or
+    ``<default_root_dir>/checkpoints/last.ckpt`` without a logger.
+
+    Raises:
+        FileNotFoundError: no such checkpoint (train first or pass ``--ckpt_path``).
     """
-    args = sys.argv[1:] if args is None else args
-    if args[:1] == ["prepare"]:
-        from madm_pl.prepare import main as prepare_main  # checks real data trees; no model needed
+    root_dir = Path(config.trainer.get("default_root_dir") or ".")
+    dirpath = config.get("checkpoint", {}).get("dirpath")
+    logger = _first_logger(config.trainer.get("logger"))
+    if dirpath:
+        candidates = sorted(Path(dirpath).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        found, where = (candidates[-1] if candidates else None), f"{dirpath}/last*.ckpt"
+    elif logger is False:
+        last = root_dir / "checkpoints" / "last.ckpt"
+        found, where = (last if last.is_file() else None), str(last)
+    else:
+        init = logger.get("init_args", Namespace()) if isinstance(logger, Namespace) else Namespace()
+        run_root = Path(init.get("save_dir") or root_dir, str(init.get("name") or "lightning_logs"))
+        version = init.get("version")
+        if version is not None:
+            folder = version if isinstance(version, str) else f"version_{version}"
+            last = run_root / folder / "checkpoints" / "last.ckpt"
+            found, where = (last if last.is_file() else None), str(last)
+        else:
+            found, where = newest_last_checkpoint(run_root), f"{run_root}/version_*/checkpoints/last.ckpt"
+    if found is None:
+        raise FileNotFoundError(
+            f"no checkpoint to use: nothing matches {where}; train first (madm-pl fit -c <config>) or "
+            "pass --ckpt_path=<checkpoint>"
+        )
+    return found
 
-        prepare_main(args[1:])
-        return
-    if args[:1] == ["convert"]:
-        from madm_pl.convert import main as convert_main  # reads a reference checkpoint; no Trainer
 
-        convert_main(args[1:])
+def _run(args: list[str]) -> None:
+    if args[:1] and args[0] in EXTRA_COMMANDS:
+        module, _ = EXTRA_COMMANDS[args[0]]
+        # No Trainer: prepare checks the data, convert maps a reference checkpoint's weights.
+        importlib.import_module(module).main(args[1:])
         return
     MADMCLI(
         MADMModule,
@@ -94,7 +224,23 @@ def main(args: list[str] | None = None) -> None:
         args=args,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"allow_abbrev": False, "prog": "madm-pl", "description": DESCRIPTION},
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``madm-pl`` and ``python -m madm_pl``.
+
+    Args:
+        args: command-line arguments without the program name (``sys.argv[1:]`` when None);
+            ``--debug`` anywhere shows tracebacks (as ``MADM_DEBUG=1``).
+
+    Raises:
+        SystemExit: a bad command line, or the project's own error (printed as one line).
+    """
+    args, debug = split_debug(sys.argv[1:] if args is None else args)
+    quiet_known_noise()
+    run_reporting_errors("madm-pl", debug, lambda: _run(args))
 
 
 def lightning_main() -> None:

@@ -14,10 +14,15 @@ and the command line overrides it. It then
    missing folder or file fails here with its path; it
    prints the number of images of each split and warns (``DatasetSizeWarning``) when a count
    differs from the published one (SPEC section 1);
-2. computes the rare class sampling statistics and caches them in
+2. reads every file training will read, as training reads it: each image decodes (with the
+   ``data.image_range`` / ``data.image_percentiles`` rule for more than 8 bits), each label decodes,
+   holds only ids of the label map and has its image's size, and each image has its label. Every
+   bad file goes into one list, and ``prepare`` exits non-zero with it and how to fix them (training
+   would stop at the first one it draws, possibly hours in);
+3. computes the rare class sampling statistics and caches them in
    ``<source_root>/madm_rcs_stats.json`` (``data/rcs.py``; training reads the same cache) and prints
    the RCS class probabilities and candidate images;
-3. prints per-class pixel histograms of the source labels (in the task's classes, after the
+4. prints per-class pixel histograms of the source labels (in the task's classes, after the
    Cityscapes map) and of the target test labels.
 """
 
@@ -39,6 +44,7 @@ import yaml
 
 from madm_pl.data.datamodule import CrossModalityDataModule
 from madm_pl.data.datasets import CityscapesDataset, SegmentationDataset, build_target_dataset
+from madm_pl.data.io import ImageScaling
 from madm_pl.data.rcs import (
     CACHE_NAME,
     NUM_SOURCE_CLASSES,
@@ -74,6 +80,8 @@ OPTIONS: dict[str, type] = {
     "target_train_labels": bool,
     "rcs_min_pixels": int,
     "rcs_temperature": float,
+    "image_range": list,
+    "image_percentiles": list,
 }
 _REQUIRED = ("task", "source_root", "target_root")
 
@@ -125,9 +133,17 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
+def _pair(text: str) -> list[float]:
+    """``[low, high]`` (YAML, as LightningCLI reads a list)."""
+    value = yaml.safe_load(text)
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(text)
+    return [float(v) for v in value]
+
+
 def _optional(kind: type) -> Any:
     """An argparse type that also accepts ``null``/``none`` (as LightningCLI does) for None."""
-    parse = _boolean if kind is bool else kind
+    parse = _boolean if kind is bool else _pair if kind is list else kind
 
     def convert(text: str) -> Any:
         return None if text.lower() in ("null", "none") else parse(text)
@@ -140,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``madm-pl prepare`` parser: ``-c/--config`` and ``--data[.init_args].<option>``."""
     parser = argparse.ArgumentParser(
         prog="madm-pl prepare",
-        description="Check the data trees of a task, cache the RCS statistics, print label histograms.",
+        description="Check the data trees of a task (every file training reads), cache the RCS "
+        "statistics, print label histograms.",
+        allow_abbrev=False,  # as madm-pl fit: an abbreviated option is an error, not a guess
     )
     parser.add_argument("-c", "--config", help="a madm-pl config YAML; its data.init_args give the defaults")
     for name, kind in OPTIONS.items():
@@ -221,9 +239,13 @@ def _has_test_split(kind: str, target_root: str, test_file_list: str | None) -> 
 
 
 def _open_datasets(
-    task: Task, options: dict[str, Any], kind: str
+    task: Task, options: dict[str, Any], kind: str, scaling: ImageScaling
 ) -> tuple[CityscapesDataset, SegmentationDataset, SegmentationDataset | None]:
-    """Open the three splits; every failure is collected and reported at once."""
+    """Open the three splits; every failure is collected and reported at once.
+
+    Images without their label do not stop the opening (``strict=False``): they are in each
+    dataset's ``unmatched``, reported with the other bad files by ``check_files``.
+    """
     errors: list[str] = []
 
     def attempt(make: Any) -> Any:
@@ -235,7 +257,12 @@ def _open_datasets(
 
     source = attempt(
         lambda: CityscapesDataset(
-            options["source_root"], "train", task, options["train_file_list"], option="data.source_root"
+            options["source_root"],
+            "train",
+            task,
+            options["train_file_list"],
+            option="data.source_root",
+            strict=False,
         )
     )
 
@@ -252,6 +279,8 @@ def _open_datasets(
             "data.target_root",
             labelled=labelled,
             dsec_frames=options["dsec_frames"],
+            image_scaling=scaling,
+            strict=False,
         )
 
     target_train = attempt(lambda: target("train"))
@@ -261,6 +290,33 @@ def _open_datasets(
     if errors:
         raise SystemExit("madm-pl prepare: error:\n  " + "\n  ".join(errors))
     return source, target_train, target_test
+
+
+def check_files(datasets: Sequence[SegmentationDataset]) -> list[str]:
+    """Every problem of every file the datasets read: images without a label, then each item's
+    ``SegmentationDataset.check`` (decoding, ids, sizes), in dataset and file order.
+
+    Returns:
+        One message per problem, naming the file.
+    """
+    problems: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for dataset in datasets:
+            problems += dataset.unmatched
+            for found in pool.map(dataset.check, range(len(dataset))):
+                problems += found
+    return problems
+
+
+def format_problems(problems: Sequence[str]) -> str:
+    """The error of ``prepare`` for bad files: all of them, one a line, and the fix."""
+    return (
+        f"madm-pl prepare: error: {len(problems)} bad file{'s' if len(problems) != 1 else ''} "
+        "(training would stop at the first one it draws):\n  "
+        + "\n  ".join(problems)
+        + "\nfix: replace or remove each file named (and its entry in data.train_file_list / "
+        "data.test_file_list if you use them), then run madm-pl prepare again"
+    )
 
 
 # -------------------------------------------------------------------------------------- histograms
@@ -349,8 +405,8 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         What was found.
 
     Raises:
-        SystemExit: a root, folder or listed file is missing, or an option is invalid (the message
-            names the path or option and the fix).
+        SystemExit: a root, folder or listed file is missing, an option is invalid, or files are bad
+            (the message names every path or the option, and the fix).
     """
     try:
         task = get_task(options["task"])
@@ -364,8 +420,15 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         raise SystemExit(
             f"madm-pl prepare: error: data.rcs_min_pixels must be >= 0, got {options['rcs_min_pixels']}"
         )
+    try:
+        scaling = ImageScaling(
+            fixed=None if options["image_range"] is None else tuple(options["image_range"]),
+            percentiles=None if options["image_percentiles"] is None else tuple(options["image_percentiles"]),
+        )
+    except ValueError as error:
+        raise SystemExit(f"madm-pl prepare: error: {error}") from None
     kind = options["target_kind"] or task.target_dataset
-    source, target_train, target_test = _open_datasets(task, options, kind)
+    source, target_train, target_test = _open_datasets(task, options, kind, scaling)
     target_name = target_train.dataset_name
     report = PrepareReport()
     report.counts = [
@@ -387,6 +450,14 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         selection = getattr(dataset, "frame_selection", lambda: None)()
         if selection is not None:
             print(f"  {selection}")
+
+    splits = [source, target_train] + ([target_test] if target_test is not None else [])
+    files = sum(len(split) * (1 + (split.label_paths is not None)) for split in splits)
+    print(f"\nreading every image and label ({files} files) as training does ...", flush=True)
+    problems = check_files(splits)
+    if problems:
+        raise SystemExit(format_problems(problems))
+    print("  all files read")
 
     image_counts = load_or_compute_class_counts(options["source_root"], source.label_paths)
     report.rcs_cache = Path(options["source_root"]) / CACHE_NAME

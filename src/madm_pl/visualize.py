@@ -1,9 +1,12 @@
 """A figure of what a trained model does: target image, pseudo-label, prediction, ground truth.
 
-``python -m madm_pl.visualize --ckpt runs/demo/rgb2infrared/checkpoints/last.ckpt --out docs/figures/x.png``
-(``make figure TASK=rgb2infrared`` after ``make train``). Rows are target test images; the pseudo-label
-is the EMA teacher's argmax on the clean image (what DPLG converges to at t = 0), the prediction is the
-student's (SPEC section 4.7), labels are drawn in the task's palette, ignored pixels black.
+``python -m madm_pl.visualize --runs runs/demo/rgb2infrared`` draws the newest run's ``last.ckpt`` into
+that run's folder (``runs/demo/rgb2infrared/version_<n>/figure.png``); ``--ckpt`` picks a checkpoint,
+``--out`` another file (``make figure TASK=rgb2infrared [OUT=...]`` after ``make train``; the README's
+``docs/figures/demo_<task>.png`` is written only when asked for). Rows are target test images; the
+pseudo-label is the EMA teacher's argmax on the clean image (what DPLG converges to at t = 0), the
+prediction is the student's (SPEC section 4.7), labels are drawn in the task's palette, ignored pixels
+black.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from madm_pl.callbacks.checkpoint import newest_last_checkpoint
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.labels import colorize
 from madm_pl.module import MADMModule
@@ -49,13 +53,28 @@ def figure_rows(module: MADMModule, batch: dict[str, torch.Tensor]) -> np.ndarra
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m madm_pl.visualize", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by madm-pl fit")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument(
+        "--runs",
+        help="the runs of a config (<save_dir>/<name>, e.g. runs/demo/rgb2infrared): its newest last.ckpt",
+    )
+    parser.add_argument("--ckpt", help="a checkpoint written by madm-pl fit (instead of --runs)")
+    parser.add_argument("--out", help="PNG file to write; default: figure.png in the checkpoint's run folder")
     parser.add_argument("--images", type=int, default=4, help="number of target test images (rows)")
     args = parser.parse_args(argv)
-    ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        parser.error(f"--ckpt {ckpt} does not exist: train first (make train) or pass a checkpoint path")
+    if (args.ckpt is None) == (args.runs is None):
+        parser.error("give --runs <folder of version_<n>/ runs> (its newest last.ckpt) or --ckpt <file>")
+    if args.ckpt is not None:
+        ckpt = Path(args.ckpt)
+        if not ckpt.is_file():
+            parser.error(f"--ckpt {ckpt} does not exist: train first (make train) or pass a checkpoint path")
+    else:
+        found = newest_last_checkpoint(args.runs)
+        if found is None:
+            parser.error(
+                f"no {args.runs}/version_*/checkpoints/last.ckpt: train first (make train) or pass --ckpt"
+            )
+        ckpt = found
+        print(f"figure of {ckpt} (the newest run's last checkpoint)")
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     data_hparams = checkpoint.get("datamodule_hyper_parameters")
     if not data_hparams:
@@ -66,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
     rows = figure_rows(module, batch)
-    out = Path(args.out)
+    run_folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out = Path(args.out) if args.out is not None else run_folder / "figure.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rows).save(out)
     print(f"wrote {out}: rows = target test images; columns = image, pseudo-label, prediction, ground truth")

@@ -21,7 +21,7 @@ from madm_pl.cli import main
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.labels import TASKS
 from madm_pl.module import REFERENCE_PROTOCOL
-from tests.test_cli import DEMO, small_run_args
+from tests.cli_runs import DEMO, small_run_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from madm_pl.convert import ConversionError, convert, read_reference, reference_
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.models.presets import build_stack, load_stack
 from madm_pl.module import MADMModule
+from tests.cli_runs import DEMO, small_run_args
 from tests.convert.conftest import DEMO_HEAD, PRIOR
 from tests.convert.reference_layout import UNET, detectron2_checkpoint, reference_state_dict
 from tests.convert.test_table import CLIP_L
-from tests.test_cli import DEMO, small_run_args
 
 EXTRACTOR = "backbone.feature_extractor."
 
@@ -216,7 +217,8 @@ def test_reading_the_file(prior_reference: dict[str, torch.Tensor], tmp_path: Pa
 def test_help_lists_convert(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "\n  convert   " in capsys.readouterr().out
+    # listed among the subcommands with its help line (as fit, test, prepare: tests/test_cli.py)
+    assert re.search(r"^\s+convert\s+Turn a released MADM model_RGB2\*\.pth", capsys.readouterr().out, re.M)
 
 
 def test_test_predict_and_fit_take_the_converted_checkpoint(

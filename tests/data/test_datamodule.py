@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from PIL import Image
 from torch.utils.data import default_collate
 
 from madm_pl.data import CrossModalityDataModule
@@ -257,10 +259,11 @@ def test_val_test_predict_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree)
     assert torch.equal(next(iter(datamodule.test_dataloader()))["label"], batch["label"])
     datamodule.setup("predict")
     batch = next(iter(datamodule.predict_dataloader()))
-    assert set(batch) == {"image", "name", "size"}
+    assert set(batch) == {"image", "name", "size", "error"}
     assert batch["image"].shape == (2, 3, 8, 16)
     assert batch["size"].tolist() == [[16, 32], [16, 32]]
-    assert batch["name"] == ["00001", "00002"]
+    assert batch["name"] == ["00001.png", "00002.png"]  # the relative path with the full file name
+    assert batch["error"] == ["", ""]
 
 
 def test_reference_share_of_a_deliver_scan_follows_the_reference_order(
@@ -381,15 +384,73 @@ def _fit(datamodule: CrossModalityDataModule, root: Path, ckpt_path: Path | None
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_resume_continues_the_same_batches(cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path) -> None:
     """5 steps over epochs of 3 batches, and the same run resumed from its step-2 checkpoint (mid
-    epoch): the resumed run trains on exactly batches 2, 3, 4 of the uninterrupted one."""
+    epoch): the resumed run trains on exactly batches 2, 3, 4 of the uninterrupted one, and Lightning
+    sees a resumable loader (no "dataloader is not resumable" warning)."""
     full = _fit(make(cityscapes_tree, fmb_tree, epoch_length=6), tmp_path / "full")
     assert len(full.seen) == 5
     assert len({tuple(t.tolist()) for t in full.seen}) == 5  # no batch repeats across epochs
-    resumed = _fit(
-        make(cityscapes_tree, fmb_tree, epoch_length=6), tmp_path / "resumed", tmp_path / "full/step=2.ckpt"
-    )
+    checkpoint = torch.load(tmp_path / "full/step=2.ckpt", weights_only=False)
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"train_batches_seen": 2}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _fit(
+            make(cityscapes_tree, fmb_tree, epoch_length=6),
+            tmp_path / "resumed",
+            tmp_path / "full/step=2.ckpt",
+        )
+    assert not [w for w in caught if "not resumable" in str(w.message)]
     assert len(resumed.seen) == 3
     assert all(torch.equal(a, b) for a, b in zip(full.seen[2:], resumed.seen, strict=True))
+
+
+def test_loader_state_alone_positions_the_sampler(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    """The loader's own state (what Lightning restores) continues the sequence, as the datamodule's does."""
+    reference = train_batches(make(cityscapes_tree, fmb_tree), 3)
+    datamodule = make(cityscapes_tree, fmb_tree)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    loader.load_state_dict({"train_batches_seen": 1})
+    assert loader.state_dict() == {"train_batches_seen": 1}
+    assert same(list(iter(loader))[:2], reference[1:])  # batches 1 and 2 of the uninterrupted run
+
+
+def test_16_bit_target_images_follow_one_rule_in_train_validation_and_predict(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree
+) -> None:
+    # every target image becomes a constant 16-bit image of raw value 2000
+    for relative in fmb_tree.train_images + fmb_tree.test_images:
+        Image.fromarray(np.full((16, 32), 2000, np.uint16)).save(fmb_tree.root / relative)
+    predict_root = str(fmb_tree.root / "test" / "Infrared")
+    for options, value in (
+        ({}, round(2000 / 65535 * 255)),  # the full 16-bit range by default
+        ({"image_range": [1000, 3000]}, 128),  # 2000 is half way: round(0.5 * 255)
+        ({"image_percentiles": [1, 99]}, 0),  # per image: a constant image maps to 0
+    ):
+        datamodule = make(cityscapes_tree, fmb_tree, predict_root=predict_root, **options)
+        target = torch.cat([b["target_image"] for b in train_batches(datamodule, 2)])
+        datamodule.setup("validate")
+        validation = next(iter(datamodule.val_dataloader()))["image"]
+        datamodule.setup("predict")
+        predict = next(iter(datamodule.predict_dataloader()))["image"]
+        for stage, images in (("train", target), ("validation", validation), ("predict", predict)):
+            assert torch.equal(images, torch.full_like(images, value / 255)), (options, stage)
+    with pytest.raises(ValueError, match=r"data\.image_range=\[1000, 3000\] and data\.image_percentiles"):
+        make(cityscapes_tree, fmb_tree, image_range=[1000, 3000], image_percentiles=[1, 99])
+
+
+def test_unreadable_predict_image_is_an_item_with_its_error(
+    cityscapes_tree: FakeTree, fmb_tree: FakeTree
+) -> None:
+    folder = fmb_tree.root / "test" / "Infrared"
+    (folder / "00100.png").write_bytes((folder / "00100.png").read_bytes()[:30])  # truncated
+    datamodule = make(cityscapes_tree, fmb_tree, predict_root=str(folder), val_batch_size=2)
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    assert batch["name"] == ["00100.png", "00101.png"]
+    assert batch["error"][0].startswith(f"cannot read image '{folder / '00100.png'}'")
+    assert batch["error"][1] == ""
+    assert (batch["image"][0] == 0).all()  # a placeholder the writer skips
 
 
 def test_state_dict_round_trip(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:

@@ -9,7 +9,6 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -30,6 +29,7 @@ from madm_pl.convert.table import (
     convert_state_dict,
     listed,
 )
+from madm_pl.data.io import atomic_write
 from madm_pl.labels import TASKS, get_task
 
 
@@ -283,23 +283,6 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
     }
 
 
-def save_atomically(checkpoint: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, fsync, then ``os.replace``.
-
-    A failed write (full disk, interrupt) leaves no partial file at ``path`` and an existing one intact.
-    """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------------- the command
 def convert(
     task: str,
@@ -355,7 +338,9 @@ def convert(
         "head": sizes,
         "evaluated_weights": "student",
     }
-    save_atomically(lightning_checkpoint(module.state_dict(), global_step, info), out)
+    # A failed write (full disk, interrupt) leaves no partial file at `out` and an existing one intact.
+    with atomic_write(out) as file:
+        torch.save(lightning_checkpoint(module.state_dict(), global_step, info), file)
 
     iteration = (
         "iteration not recorded" if loaded.iteration is None else f"saved at iteration {loaded.iteration}"

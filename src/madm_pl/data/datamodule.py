@@ -14,7 +14,9 @@ checkpoint and restores it before training resumes; the training sampler then co
 next batch number, in every epoch. Nothing is needed from the LightningModule; but should it
 override ``on_before_batch_transfer`` too, Lightning calls only the datamodule's (with a warning):
 put such code in ``on_after_batch_transfer`` instead. With several processes (DDP) each shards
-the sample numbers by rank itself (``ResumableSampler``).
+the sample numbers by rank itself (``ResumableSampler``). The training loader is a
+``ResumableDataLoader``: having ``state_dict``/``load_state_dict``, it is what Lightning recognises
+as a resumable loader, so a resume from a mid-epoch checkpoint is not warned about.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from madm_pl.data.datasets import (
     UnlabelledImages,
     build_target_dataset,
 )
+from madm_pl.data.io import ImageScaling
 from madm_pl.data.rcs import RareClassSampler, crop_with_class, load_or_compute_class_counts
 from madm_pl.data.reference import DSEC_FRAME_CHOICES, ReferenceShare, reference_share
 from madm_pl.data.transforms import TestTransform, TrainTransform, image_to_tensor, label_to_tensor
@@ -173,39 +176,85 @@ class ResumableSampler(DistributedSampler):
             yield from range(base, base + self.batch_size)
 
 
-class _ResizedDataset(Dataset):
-    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?, "in_reference_share"?}`` items.
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader, whose position (the datamodule's batch count) travels in checkpoints.
 
-    ``in_reference_share`` (a bool) is there when ``share`` is given: whether the item is one of the
-    images the reference's published numbers score (``reference.reference_share``).
+    Its ``state_dict``/``load_state_dict`` make Lightning treat it as resumable (Lightning stores the
+    state under the fit loop's ``combined_loader`` and restores it on resume); the sampler reads the
+    same count when an epoch starts. The datamodule's own ``state_dict`` holds the count too, so
+    checkpoints written before this loader existed resume alike.
+
+    Args:
+        *args, **kwargs: as ``DataLoader``.
+        datamodule: the ``CrossModalityDataModule`` that counts the batches.
+    """
+
+    def __init__(self, *args: Any, datamodule: CrossModalityDataModule, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.datamodule = datamodule
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"train_batches_seen": batches trained on}``."""
+        return {"train_batches_seen": self.datamodule.train_batches_seen}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue after the stored batch count."""
+        self.datamodule.train_batches_seen = int(state_dict["train_batches_seen"])
+
+
+class _ResizedDataset(Dataset):
+    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?, "error"?,
+    "in_reference_share"?}`` contract items.
+
+    With ``predict=True`` an item also has its original ``size`` and an ``error``: ``""``, or why the
+    file could not be read; such an item's image is zeros (the writer skips it), so one bad file does
+    not stop a folder's prediction. ``in_reference_share`` (a bool) is there when ``share`` is given:
+    whether the item is one of the images the reference's published numbers score
+    (``reference.reference_share``).
     """
 
     def __init__(
         self,
         dataset: SegmentationDataset | UnlabelledImages,
         size: tuple[int, int],
-        with_size: bool,
+        predict: bool,
         share: ReferenceShare | None = None,
     ):
         self.dataset = dataset
+        self.size = size
         self.transform = TestTransform(size)
-        self.with_size = with_size
+        self.predict = predict
         self.share = share
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.dataset.load(index)
-        image, label = self.transform(sample.image, sample.label)
-        item: dict[str, Any] = {"image": image_to_tensor(image), "name": sample.name}
-        if label is not None:
-            item["label"] = label_to_tensor(label)
-        if self.with_size:
-            item["size"] = label_to_tensor(np.array(sample.image.shape[:2]))
-        if self.share is not None:
-            item["in_reference_share"] = index in self.share.indices
-        return item
+        if not self.predict:
+            sample = self.dataset.load(index)
+            image, label = self.transform(sample.image, sample.label)
+            item: dict[str, Any] = {"image": image_to_tensor(image), "name": sample.name}
+            if label is not None:
+                item["label"] = label_to_tensor(label)
+            if self.share is not None:
+                item["in_reference_share"] = index in self.share.indices
+            return item
+        try:
+            sample = self.dataset.load(index)
+        except (OSError, ValueError) as error:
+            return {
+                "image": image_to_tensor(np.zeros((*self.size, 3), np.uint8)),
+                "name": self.dataset.name_of(index),
+                "size": label_to_tensor(np.array(self.size)),
+                "error": str(error),
+            }
+        image, _ = self.transform(sample.image, None)
+        return {
+            "image": image_to_tensor(image),
+            "name": sample.name,
+            "size": label_to_tensor(np.array(sample.image.shape[:2])),
+            "error": "",
+        }
 
 
 def _size(value: Any, option: str) -> tuple[int, int]:
@@ -228,7 +277,14 @@ class CrossModalityDataModule(LightningDataModule):
       ``"in_reference_share": (B,) bool``, the images the reference's published numbers score
       (``reference_share``; not for the ``"folder"`` kind, which the reference never ran).
     - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
-      "name": list[str], "size": (B,2) int64 original (H,W)}``.
+      "name": list[str] relative paths with the suffix, "size": (B,2) int64 original (H,W),
+      "error": list[str]}``; ``error`` is ``""``, or why an unreadable file is skipped (its image is
+      zeros).
+
+    Target and predict images with more than 8 bits per pixel (16-bit PNGs of a thermal or depth
+    camera, 32-bit TIFFs) are mapped to [0,1] by one rule in training, validation, test and predict
+    alike (``io.ImageScaling``): ``image_range`` or ``image_percentiles``, or without either the full
+    16-bit range.
 
     Args:
         task: ``"rgb2depth"``, ``"rgb2infrared"`` or ``"rgb2event"`` (``labels.TASKS``).
@@ -268,6 +324,11 @@ class CrossModalityDataModule(LightningDataModule):
             crop of the resized label; 0 disables the redraws.
         seed: base seed of the training samples.
         predict_root: folder of images for ``predict``.
+        image_range: ``[low, high]`` raw values mapped to 0 and 1 (clipped) for target and predict
+            images with more than 8 bits per pixel; None with no ``image_percentiles`` = the full
+            16-bit range ``[0, 65535]``.
+        image_percentiles: ``[p_low, p_high]``: instead, per image, its percentiles ``p_low`` and
+            ``p_high`` (e.g. ``[1, 99]``) map to 0 and 1.
     """
 
     def __init__(
@@ -297,10 +358,16 @@ class CrossModalityDataModule(LightningDataModule):
         rcs_min_crop_ratio: float = 0.5,
         seed: int = 42,
         predict_root: str | None = None,
+        image_range: tuple[float, float] | None = None,
+        image_percentiles: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self._task = get_task(task)
+        self.image_scaling = ImageScaling(
+            fixed=None if image_range is None else tuple(image_range),
+            percentiles=None if image_percentiles is None else tuple(image_percentiles),
+        )
         self.target_kind = self._task.target_dataset if target_kind is None else target_kind
         if self.target_kind not in TARGET_KINDS:
             raise ValueError(
@@ -403,6 +470,7 @@ class CrossModalityDataModule(LightningDataModule):
             "data.target_root",
             labelled=labelled,
             dsec_frames=self.dsec_frames,
+            image_scaling=self.image_scaling,
         )
         selection = getattr(dataset, "frame_selection", lambda: None)()
         if selection is not None:
@@ -446,7 +514,7 @@ class CrossModalityDataModule(LightningDataModule):
                 if self.target_kind != "folder":
                     self.reference_share = reference_share(test.relative_paths(), test.file_list is not None)
                 self.val_dataset = _ResizedDataset(
-                    test, self.test_size, with_size=False, share=self.reference_share
+                    test, self.test_size, predict=False, share=self.reference_share
                 )
             elif stage != "fit":
                 raise FileNotFoundError(
@@ -456,12 +524,16 @@ class CrossModalityDataModule(LightningDataModule):
         if stage == "predict":
             if self.predict_root is None:
                 raise ValueError("predict needs data.predict_root: a folder of images to segment")
-            images = UnlabelledImages(self.predict_root, option="data.predict_root")
-            self.predict_dataset = _ResizedDataset(images, self.test_size, with_size=True)
+            images = UnlabelledImages(
+                self.predict_root, option="data.predict_root", image_scaling=self.image_scaling
+            )
+            self.predict_dataset = _ResizedDataset(images, self.test_size, predict=True)
 
     # ---------------------------------------------------------------------------- dataloaders
-    def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: Dataset, batch_size: int, loader: type[DataLoader] = DataLoader, **kwargs: Any
+    ) -> DataLoader:
+        return loader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
@@ -485,7 +557,14 @@ class CrossModalityDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
-        return self._loader(self.train_dataset, self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(
+            self.train_dataset,
+            self.batch_size,
+            ResumableDataLoader,
+            sampler=sampler,
+            drop_last=True,
+            datamodule=self,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         """The target test split at ``test_size`` (an empty list for a ``"folder"`` target without one)."""

@@ -12,7 +12,10 @@ to ``root``)::
 (no "label" for unlabelled splits; a target's train split is unlabelled unless built with
 ``labelled=True``, for an oracle). ``dataset.load(i)`` gives the same as numpy arrays
 (a ``Sample``) for the transforms of the datamodule. ``name`` is the image path relative to
-``root`` without its suffix, e.g. ``"test/Infrared/00043"``.
+``root`` without its suffix, e.g. ``"test/Infrared/00043"`` (``UnlabelledImages``, read for
+``predict``, keeps the suffix: ``"sub/frame.001.png"``). Images with more than 8 bits per pixel are
+mapped to [0,1] by the ``image_scaling`` rule (``io.ImageScaling``). ``dataset.check(i)`` lists every
+problem of one item without raising (``madm-pl prepare``).
 
 Datasets only read; nothing is written under ``root``.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import yaml
 from torch.utils.data import Dataset
 
-from madm_pl.data.io import IMAGE_SUFFIXES, read_image, read_label
+from madm_pl.data.io import IMAGE_SUFFIXES, ImageScaling, read_image, read_label
 from madm_pl.data.reference import DSEC_FRAME_CHOICES, DSEC_REFERENCE_RULES, is_dsec_reference_frame
 from madm_pl.data.transforms import image_to_tensor, label_to_tensor
 from madm_pl.labels import IGNORE_INDEX, UNMAPPED, Task, deliver_semantic_to_11, get_task, remap
@@ -66,6 +69,19 @@ def _remap_file(label: np.ndarray, table: np.ndarray, path: Path) -> np.ndarray:
 
 def _scan_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+#: Problems named one per line in a single error, at most this many (then a count of the rest).
+MAX_LISTED = 20
+
+
+def list_problems(problems: list[str], fix: str) -> str:
+    """One message for several problems: a count, one line each (at most ``MAX_LISTED``), the fix."""
+    if len(problems) == 1:
+        return f"{problems[0]}; {fix}"
+    shown = problems[:MAX_LISTED]
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return f"{len(problems)} problems:\n  " + "\n  ".join(shown) + more + f"\n{fix}"
 
 
 def read_file_list(
@@ -124,10 +140,17 @@ class SegmentationDataset(Dataset, ABC):
         option: the config option that set ``root``, named in error messages.
         labelled: load labels; None = as the split is by default (``labelled_splits``), True also
             for an unlabelled-by-default split (a target's train labels), False never.
+        image_scaling: the rule for images with more than 8 bits per pixel (``io.ImageScaling``);
+            None = full range of a 16-bit image.
+        strict: raise when images have no label file (all of them named in one error); False keeps
+            the matched pairs and records the others in ``unmatched`` (for ``madm-pl prepare``).
+
+    Attributes:
+        unmatched: one message per image without its label (empty unless ``strict=False``).
 
     Raises:
-        FileNotFoundError: the root or an expected folder or listed file is missing, or an image has
-            no label file.
+        FileNotFoundError: the root or an expected folder or listed file is missing, or images have
+            no label file (all named).
         ValueError: bad split, empty folder, malformed file list, task/dataset mismatch.
     """
 
@@ -146,6 +169,8 @@ class SegmentationDataset(Dataset, ABC):
         *,
         option: str = "root",
         labelled: bool | None = None,
+        image_scaling: ImageScaling | None = None,
+        strict: bool = True,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -153,6 +178,9 @@ class SegmentationDataset(Dataset, ABC):
         self.option = option
         self.labelled = labelled
         self.file_list = None if file_list is None else Path(file_list)
+        self.image_scaling = image_scaling
+        self.strict = strict
+        self.unmatched: list[str] = []
         if split not in self.splits:
             raise ValueError(
                 f"{self.dataset_name} has no split {split!r}: expected one of {list(self.splits)}"
@@ -173,7 +201,7 @@ class SegmentationDataset(Dataset, ABC):
                     f"no {self.dataset_name} {split} images under {option}='{self.root}' "
                     f"(looked in {expected}); the folder is empty or the layout differs"
                 )
-            self.label_paths = [self._checked_label(p) for p in self.image_paths] if self.has_labels else None
+            self.label_paths = self._paired_labels() if self.has_labels else None
         else:
             self.image_paths, self.label_paths = self._listed(Path(file_list))
 
@@ -198,14 +226,22 @@ class SegmentationDataset(Dataset, ABC):
     def _label_of(self, relative_image: Path) -> Path:
         """The label file of an image, both relative to ``root``."""
 
-    def _checked_label(self, image: Path) -> Path:
-        label = self.root / self._label_of(image.relative_to(self.root))
-        if not label.is_file():
-            raise FileNotFoundError(
-                f"{self.dataset_name} image '{image}' has no label: expected '{label}'; "
-                "add the label or remove the image"
-            )
-        return label
+    def _paired_labels(self) -> list[Path]:
+        """The label of every scanned image; images without one are all named (see ``strict``)."""
+        labels = [self.root / self._label_of(image.relative_to(self.root)) for image in self.image_paths]
+        missing = [
+            f"{self.dataset_name} image '{image}' has no label: expected '{label}'"
+            for image, label in zip(self.image_paths, labels)
+            if not label.is_file()
+        ]
+        if missing and self.strict:
+            raise FileNotFoundError(list_problems(missing, "add the labels or remove the images"))
+        if missing:
+            self.unmatched = missing
+            kept = [(image, label) for image, label in zip(self.image_paths, labels) if label.is_file()]
+            self.image_paths = [image for image, _ in kept]
+            labels = [label for _, label in kept]
+        return labels
 
     def _listed(self, file_list: Path) -> tuple[list[Path], list[Path] | None]:
         label_key = "label" if self.has_labels else None
@@ -216,11 +252,13 @@ class SegmentationDataset(Dataset, ABC):
             raise ValueError(f"file list '{file_list}' lists no {self.file_list_section} images")
         image_paths = [self.root / p.lstrip("/") for p in images]
         label_paths = [self.root / p.lstrip("/") for p in labels] if label_key else None
-        for path in image_paths + (label_paths or []):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"'{path}' (listed in '{file_list}') does not exist; fix {self.option} or the file list"
-                )
+        missing = [
+            f"'{path}' (listed in '{file_list}') does not exist"
+            for path in image_paths + (label_paths or [])
+            if not path.is_file()
+        ]
+        if missing and self.strict:
+            raise FileNotFoundError(list_problems(missing, f"fix {self.option} or the file list"))
         for image, label in zip(image_paths, label_paths or []):
             expected = self.root / self._label_of(image.relative_to(self.root))
             if label != expected:
@@ -228,6 +266,12 @@ class SegmentationDataset(Dataset, ABC):
                     f"file list '{file_list}': label '{label}' does not belong to image '{image}' "
                     f"(expected '{expected}'); the lists must be in the same order"
                 )
+        if missing:
+            self.unmatched = missing
+            pairs = list(zip(image_paths, label_paths or [None] * len(image_paths)))
+            pairs = [(i, lb) for i, lb in pairs if i.is_file() and (lb is None or lb.is_file())]
+            image_paths = [i for i, _ in pairs]
+            label_paths = [lb for _, lb in pairs] if label_key else None
         return image_paths, label_paths
 
     # ----------------------------------------------------------------------------------- access
@@ -261,9 +305,41 @@ class SegmentationDataset(Dataset, ABC):
         """
         return self._load(index, decode=True)
 
+    def check(self, index: int) -> list[str]:
+        """Every problem of item ``index`` that ``load`` would raise on, without raising.
+
+        The image and the label are read independently, so a bad image does not hide a bad label.
+
+        Returns:
+            One message per problem (empty when the item loads): an undecodable image or label,
+            label ids outside the map, image and label sizes that differ.
+        """
+        problems: list[str] = []
+        image = label = None
+        try:
+            image = read_image(self.image_paths[index], self.image_scaling)
+        except (FileNotFoundError, ValueError) as error:
+            problems.append(str(error))
+        if self.label_paths is not None:
+            label_path = self.label_paths[index]
+            try:
+                label = self._decode_label(read_label(label_path), label_path)
+            except (FileNotFoundError, ValueError) as error:
+                problems.append(str(error))
+            if image is not None and label is not None and label.shape != image.shape[:2]:
+                problems.append(self._size_mismatch(self.image_paths[index], image, label_path, label))
+        return problems
+
+    @staticmethod
+    def _size_mismatch(image_path: Path, image: np.ndarray, label_path: Path, label: np.ndarray) -> str:
+        return (
+            f"image '{image_path}' is {image.shape[0]}x{image.shape[1]} but its label '{label_path}' "
+            f"is {label.shape[0]}x{label.shape[1]}; image and label must have the same size"
+        )
+
     def _load(self, index: int, decode: bool) -> Sample:
         image_path = self.image_paths[index]
-        image = read_image(image_path)
+        image = read_image(image_path, self.image_scaling)
         label = None
         if self.label_paths is not None:
             label_path = self.label_paths[index]
@@ -271,10 +347,7 @@ class SegmentationDataset(Dataset, ABC):
             decoded = self._decode_label(stored, label_path)  # also checks the ids
             label = decoded if decode else stored
             if label.shape != image.shape[:2]:
-                raise ValueError(
-                    f"image '{image_path}' is {image.shape[0]}x{image.shape[1]} but its label '{label_path}' "
-                    f"is {label.shape[0]}x{label.shape[1]}; image and label must have the same size"
-                )
+                raise ValueError(self._size_mismatch(image_path, image, label_path, label))
         return Sample(image, label, self.name_of(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -415,7 +488,8 @@ class DSECEventDataset(_TargetDataset):
     file list is used as it is (it is the selection).
 
     Args:
-        root, split, task, file_list, option, labelled: as ``SegmentationDataset``.
+        root, split, task, file_list, option, labelled, image_scaling, strict: as
+            ``SegmentationDataset``.
         frames: ``"all"`` (every frame found) or ``"reference"`` (the reference's frame rule).
     """
 
@@ -431,6 +505,8 @@ class DSECEventDataset(_TargetDataset):
         *,
         option: str = "root",
         labelled: bool | None = None,
+        image_scaling: ImageScaling | None = None,
+        strict: bool = True,
         frames: str = "all",
     ) -> None:
         if frames not in DSEC_FRAME_CHOICES:
@@ -438,7 +514,16 @@ class DSECEventDataset(_TargetDataset):
         self.frames = frames
         #: Frames found by the scan but not in the reference's rule (0 for "all" and for file lists).
         self.frames_dropped = 0
-        super().__init__(root, split, task, file_list, option=option, labelled=labelled)
+        super().__init__(
+            root,
+            split,
+            task,
+            file_list,
+            option=option,
+            labelled=labelled,
+            image_scaling=image_scaling,
+            strict=strict,
+        )
 
     def _edges(self) -> str:
         return f"69mask_{self.split}_edges"
@@ -555,7 +640,8 @@ class ImageFolderDataset(SegmentationDataset):
     ``file_list``, ``target_data`` is read.
 
     Args:
-        root, split, task, file_list, option, labelled: as ``SegmentationDataset``.
+        root, split, task, file_list, option, labelled, image_scaling, strict: as
+            ``SegmentationDataset``.
         label_map: path of a YAML label map, or None for labels already in train ids.
     """
 
@@ -571,9 +657,20 @@ class ImageFolderDataset(SegmentationDataset):
         label_map: str | Path | None = None,
         option: str = "root",
         labelled: bool | None = None,
+        image_scaling: ImageScaling | None = None,
+        strict: bool = True,
     ) -> None:
         self.label_map = label_map
-        super().__init__(root, split, task, file_list, option=option, labelled=labelled)
+        super().__init__(
+            root,
+            split,
+            task,
+            file_list,
+            option=option,
+            labelled=labelled,
+            image_scaling=image_scaling,
+            strict=strict,
+        )
 
     def _label_table(self) -> np.ndarray:
         if self.label_map is not None:
@@ -600,12 +697,18 @@ class UnlabelledImages(Dataset):
     Args:
         root: the folder.
         option: the config option that set ``root``, named in error messages.
+        image_scaling: as ``SegmentationDataset``.
 
     ``dataset[i]`` is ``{"image": (3,H,W) float32 in [0,1], "name": str}``; ``load(i)`` a ``Sample``.
+    ``name`` is the file's path relative to ``root`` with its full name (``"sub/frame.001.png"``), so
+    that ``a.png``, ``a.jpg`` and ``sub/a.png`` stay distinct.
     """
 
-    def __init__(self, root: str | Path, *, option: str = "root") -> None:
+    def __init__(
+        self, root: str | Path, *, option: str = "root", image_scaling: ImageScaling | None = None
+    ) -> None:
         self.root = Path(root)
+        self.image_scaling = image_scaling
         if not self.root.is_dir():
             raise FileNotFoundError(f"no folder {option}='{self.root}'; fix {option}")
         self.image_paths = _scan_images(self.root)
@@ -617,10 +720,13 @@ class UnlabelledImages(Dataset):
     def __len__(self) -> int:
         return len(self.image_paths)
 
+    def name_of(self, index: int) -> str:
+        """The file's path relative to the root, suffix included, e.g. ``"sub/frame.001.png"``."""
+        return self.image_paths[index].relative_to(self.root).as_posix()
+
     def load(self, index: int) -> Sample:
-        """Image (H,W,3) uint8; no label; name = relative path without suffix."""
-        path = self.image_paths[index]
-        return Sample(read_image(path), None, path.relative_to(self.root).with_suffix("").as_posix())
+        """Image (H,W,3) uint8; no label; name = relative path with the suffix."""
+        return Sample(read_image(self.image_paths[index], self.image_scaling), None, self.name_of(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.load(index)
@@ -645,6 +751,8 @@ def build_target_dataset(
     option: str = "data.target_root",
     labelled: bool | None = None,
     dsec_frames: str = "all",
+    image_scaling: ImageScaling | None = None,
+    strict: bool = True,
 ) -> SegmentationDataset:
     """The target dataset of a task.
 
@@ -660,6 +768,7 @@ def build_target_dataset(
             ``data.target_train_labels``, which errors about missing labels then name).
         dsec_frames: ``"all"`` or ``"reference"``, the frame rule of ``DSECEventDataset``; only for
             ``kind="dsec"``.
+        image_scaling, strict: as ``SegmentationDataset``.
 
     Returns:
         The dataset.
@@ -684,7 +793,17 @@ def build_target_dataset(
     if kind == "dsec":
         extra["frames"] = dsec_frames
     try:
-        return TARGET_KINDS[kind](root, split, task, file_list, option=option, labelled=labelled, **extra)
+        return TARGET_KINDS[kind](
+            root,
+            split,
+            task,
+            file_list,
+            option=option,
+            labelled=labelled,
+            image_scaling=image_scaling,
+            strict=strict,
+            **extra,
+        )
     except (FileNotFoundError, ValueError) as error:
         if not labelled or split != "train":
             raise

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from madm_pl.data.io import read_label
+from madm_pl.data.io import atomic_write, read_label
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def load_or_compute_class_counts(
 
     The cache ``<root>/<cache_name>`` holds the counts keyed by relative label path and a key, the
     SHA-256 of the sorted (relative path, file size) pairs: a different file list or a changed file
-    size recomputes it. It is written atomically (temporary file, then ``os.replace``); when
+    size recomputes it. It is written atomically (``io.atomic_write``); when
     ``root`` is read-only the counts are computed in memory with a warning.
 
     Args:
@@ -132,14 +131,8 @@ def load_or_compute_class_counts(
         "counts": {r: {str(c): n for c, n in counts.items()} for r, counts in zip(relative, per_image)},
     }
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{cache_name}.", suffix=".tmp", dir=root)
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(content, file)
-            os.replace(temporary, cache)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(cache) as file:
+            file.write(json.dumps(content).encode())
     except OSError as error:
         warnings.warn(
             f"could not write the RCS cache {cache} ({error}); statistics are recomputed at every run",

@@ -108,6 +108,7 @@ class DiffusionBackbone(nn.Module):
             # .half(), not diffusers' .to(dtype), which warns about fp32 modules AutoencoderKL has not.
             self.vae.half()
         self.unet.requires_grad_(True)
+        self.unet.train()  # from_pretrained gives eval mode, and Lightning keeps every module's mode
         self.unet.conv_norm_out.requires_grad_(False)
         self.unet.conv_out.requires_grad_(False)
         self.vae.eval()

@@ -24,6 +24,7 @@ build of ``"tiny"`` is the same network whatever the global RNG state (built on 
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -35,9 +36,14 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tokenizers import pre_tokenizers
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
 #: Names accepted by :func:`build_stack` besides a folder path.
 PRESETS = ("tiny", "sd14-random")
+
+# diffusers loads with low_cpu_mem_usage=True by default, which needs `accelerate` (not a dependency);
+# without it, it warns twice per run and loads as with False. Asking for what is possible is silent.
+_LOW_CPU_MEM_USAGE = importlib.util.find_spec("accelerate") is not None
 
 #: The parts a stack folder must hold (diffusers layout of CompVis/stable-diffusion-v1-4).
 STACK_PARTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
@@ -255,6 +261,18 @@ def build_stack(source: str) -> DiffusionStack:
     return load_stack(source)
 
 
+@contextlib.contextmanager
+def _no_transformers_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off for the block, then as it was."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_stack(path: str | os.PathLike) -> DiffusionStack:
     """Load a stack from a local folder in the diffusers layout; the text encoder is used once and dropped.
 
@@ -284,12 +302,17 @@ def load_stack(path: str | os.PathLike) -> DiffusionStack:
             f"diffusion stack {str(root)!r} lacks {', '.join(f'{part}/' for part in missing)}: expected the "
             f"diffusers layout {expected} (as in CompVis/stable-diffusion-v1-4); fix the backbone source path"
         )
-    vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
-    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(
+        root / "vae", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
+    )
+    unet = UNet2DConditionModel.from_pretrained(
+        root / "unet", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
+    )
     # SD v1-4's scheduler/ holds a PNDM config; its betas define the same DDPM training schedule.
     scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
     tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
+    with _no_transformers_progress_bar():  # a bar for a local load of one text encoder says nothing
+        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
     uncond = empty_prompt_embedding(tokenizer, text_encoder)
     return DiffusionStack(vae.float(), unet.float(), scheduler, uncond)
 

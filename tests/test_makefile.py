@@ -1,0 +1,35 @@
+"""Makefile logic, checked with ``make -n`` (prints the commands, runs none)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.cli_runs import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def make_n(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.parametrize("target", ["train", "prepare", "figure"])
+def test_unknown_profile_is_refused(target: str) -> None:
+    result = make_n(target, "PROFILE=Paper")  # was silently taken as the paper profile
+    assert result.returncode != 0
+    assert "unknown PROFILE='Paper': use PROFILE=demo" in result.stderr
+    assert make_n(target, "PROFILE=paper", "DATA=/datasets", "SD=/sd").returncode == 0
+    assert make_n(target).returncode == 0  # demo by default
+
+
+def test_figure_reads_the_newest_run_and_leaves_the_tracked_figure_alone() -> None:
+    command = make_n("figure", "TASK=rgb2depth").stdout.strip().splitlines()[-1]
+    assert command.endswith("-m madm_pl.visualize --runs runs/demo/rgb2depth")  # no --out: into the run
+    assert "docs/figures" not in command
+    paper = make_n("figure", "TASK=rgb2event", "PROFILE=paper").stdout.strip().splitlines()[-1]
+    assert paper.endswith("--runs runs/paper/rgb2event")
+    out = make_n("figure", "OUT=docs/figures/demo_rgb2infrared.png").stdout.strip().splitlines()[-1]
+    assert out.endswith("--runs runs/demo/rgb2infrared --out docs/figures/demo_rgb2infrared.png")

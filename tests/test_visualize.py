@@ -1,0 +1,37 @@
+"""The figure (``make figure``): the newest run's last checkpoint, written into that run's folder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from madm_pl.visualize import main
+from tests.cli_runs import REPO
+from tests.conftest import TrainedRun
+
+
+def test_figure_of_the_newest_run_goes_into_its_folder(
+    trained_run: TrainedRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tracked = REPO / "docs" / "figures" / "demo_rgb2infrared.png"
+    before = hashlib.sha256(tracked.read_bytes()).hexdigest()
+    main(["--runs", str(trained_run.version.parent), "--images", "2"])
+    out = capsys.readouterr().out
+    checkpoint = trained_run.version / "checkpoints" / "last.ckpt"
+    assert f"figure of {checkpoint} (the newest run's last checkpoint)" in out
+    figure = np.array(Image.open(trained_run.version / "figure.png"))
+    assert figure.shape == (2 * 64, 4 * 64, 3)  # 2 test images (test_size 64x64) x 4 columns
+    assert hashlib.sha256(tracked.read_bytes()).hexdigest() == before  # the README figure is untouched
+
+
+def test_figure_needs_a_run_or_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--runs", str(tmp_path)])
+    assert f"no {tmp_path}/version_*/checkpoints/last.ckpt: train first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])
+    assert "give --runs" in capsys.readouterr().err
