@@ -99,7 +99,9 @@ class IoUTable(Callback):
         scores = getattr(pl_module, "last_scores", None)
         if self.benchmark_scores and scores:
             rank_zero_info(
-                format_benchmark_line(scores["miou"], self.benchmark_scores, self.benchmark_source)
+                format_benchmark_line(
+                    scores["miou"], scores["iteration"], self.benchmark_scores, self.benchmark_source
+                )
             )
 
     def _print(self, trainer: Trainer, pl_module: LightningModule) -> None:
