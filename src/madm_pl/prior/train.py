@@ -104,7 +104,9 @@ class PriorOptions:
         unet_pool_fraction: share of the pool (modality images and as many palette paintings) encoded
             for the UNet's training set.
         paired_pool_size: scenes of the paired pool, each rendered in all four modalities (indices from
-            :data:`PAIRED_START` of ``SPLIT_PRIOR``); 0 trains the UNet without the alignment.
+            :data:`PAIRED_START` of ``SPLIT_PRIOR``); 0 (the default, as the committed ``priors/tiny``)
+            trains the UNet without the alignment. Aligned priors (256 scenes, weights 0.1 to 1) did not
+            transfer better in training (BENCHMARKS.md, "Adaptation on the synthetic world").
         paired_fraction: share of each UNet batch taken by paired crops (two modalities of one scene).
         align_weight: weight of the cross-modal contrastive loss on the UNet's feature taps.
         align_temperature: temperature of that loss (cosine similarities divided by it).
@@ -134,7 +136,7 @@ class PriorOptions:
     kl_weight: float = 1e-5
     painting_fraction: float = 0.75
     unet_pool_fraction: float = 0.5
-    paired_pool_size: int = 256
+    paired_pool_size: int = 0
     paired_fraction: float = 0.75
     align_weight: float = 0.1
     align_temperature: float = 0.1
