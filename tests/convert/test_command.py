@@ -264,8 +264,9 @@ def test_test_predict_and_fit_take_the_converted_checkpoint(
 
 
 @pytest.mark.slow
-def test_full_size_file_converts_in_under_a_minute(tmp_path: Path) -> None:
-    """A 4 GB reference-layout file at SD v1-4's size (random values) through the real command."""
+def test_full_size_file_converts(tmp_path: Path) -> None:
+    """A 4 GB reference-layout file at SD v1-4's size (random values) through the real command. Its time
+    is a benchmark (BENCHMARKS.md, "Converting a released checkpoint"), printed here, not asserted."""
     stack = build_stack("sd14-random")
     state = reference_state_dict(
         unet=stack.unet.state_dict(),
@@ -281,4 +282,6 @@ def test_full_size_file_converts_in_under_a_minute(tmp_path: Path) -> None:
     out = convert("rgb2infrared", reference, "sd14-random", tmp_path / "c.ckpt")
     elapsed = time.perf_counter() - started
     print(f"full-size conversion: {elapsed:.1f} s, {out.stat().st_size / 1e9:.2f} GB written")
-    assert elapsed < 60
+    converted = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    released = torch.load(reference, map_location="cpu", weights_only=True, mmap=True)["model"]
+    assert torch.equal(converted["backbone.unet.conv_in.weight"], released[UNET + "conv_in.weight"])
