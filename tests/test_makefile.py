@@ -13,7 +13,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def make_n(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-n", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+    # --no-print-directory: under a parent make (make test) a sub-make prints "Entering/Leaving directory"
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
 
 
 @pytest.mark.parametrize("target", ["train", "prepare", "figure"])

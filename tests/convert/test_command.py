@@ -87,14 +87,19 @@ def test_converted_checkpoint_loads_strictly_with_the_reference_tensors(
 
 
 def test_wrong_shape_is_named_and_nothing_is_written(
-    prior_reference: dict[str, torch.Tensor], tmp_path: Path
+    prior_reference: dict[str, torch.Tensor], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = dict(prior_reference)
     state[UNET + "conv_in.weight"] = torch.zeros(32, 5, 3, 3)  # a 5-channel input (input_channel_plus=1)
     reference = write_reference(tmp_path / "r.pth", state)
     expected = r"conv_in.weight \(32, 5, 3, 3\) -> backbone.unet.conv_in.weight expects \(32, 4, 3, 3\)"
-    with pytest.raises(ConversionError, match=expected):
+    # The command line ends with the error's own message (madm_pl.errors); --debug raises it.
+    with pytest.raises(SystemExit) as caught:
         main(command(reference, tmp_path / "c.ckpt"))
+    assert caught.value.code == 1
+    assert re.search(expected, capsys.readouterr().err)
+    with pytest.raises(ConversionError, match=expected):
+        main([*command(reference, tmp_path / "c.ckpt"), "--debug"])
     assert list(tmp_path.iterdir()) == [reference]  # no output, no temporary file
 
 
