@@ -396,6 +396,13 @@ def write_chart(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence
     ax.set_title("Synthetic world, tiny prior: mean over seeds, whiskers = min..max")
     ax.legend(ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure to ``path`` via a temporary file (no half-written chart); close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -484,12 +491,7 @@ def write_curves_chart(runs: list[dict[str, Any]], task: str, methods: Sequence[
     ax.set_title(f"{task}: learning curves, mean over seeds, band = min..max")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
