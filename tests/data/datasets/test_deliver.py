@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from madm_pl.data.datasets import (
-    DeliverDepthDataset,
-)
+from madm_pl.data.datasets import DeliverDepthDataset
 from tests.fake_trees import FakeTree, label_halves
 
 

@@ -7,10 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madm_pl.data.datasets import (
-    DSECEventDataset,
-    build_target_dataset,
-)
+from madm_pl.data.datasets import DSECEventDataset, build_target_dataset
 from tests.fake_trees import FakeTree, label_halves, split_label, write_file_list, write_png
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from madm_pl.data.datasets import (
-    FMBInfraredDataset,
-)
+from madm_pl.data.datasets import FMBInfraredDataset
 from tests.fake_trees import FakeTree, image_value, label_halves
 
 

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from madm_pl.data.datasets import (
-    ImageFolderDataset,
-    UnlabelledImages,
-    build_target_dataset,
-    load_label_map,
-)
+from madm_pl.data.datasets import ImageFolderDataset, UnlabelledImages, build_target_dataset, load_label_map
 from tests.fake_trees import FakeTree, label_halves
 
 
