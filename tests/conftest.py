@@ -1,4 +1,4 @@
-"""Fixtures: tiny fake trees in each real layout (see tests/fake_trees.py)."""
+"""Fixtures: tiny fake trees in each real layout (see tests/fake_trees/)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from madm_pl.data.io import ImageScaling, atomic_write, read_image, read_label
+from tests.fake_trees import write_png
 
 # A 16-bit fixture with known values (2x3).
 RAW = np.array([[0, 1000, 2000], [3000, 65535, 1500]], dtype=np.uint16)
@@ -88,6 +89,40 @@ def test_1_bit_label_is_named_for_what_it_is(tmp_path: Path) -> None:
         ValueError, match=r"mask\.png' is a 1-bit \(black-and-white\) image.*save it as an 8-bit"
     ):
         read_label(tmp_path / "mask.png")
+
+
+# ------------------------------------------------------------------------------------ readers
+def test_read_image_modes(tmp_path: Path) -> None:
+    gray = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    out = read_image(write_png(tmp_path / "l.png", gray))
+    assert out.shape == (2, 3, 3)
+    assert out.dtype == np.uint8
+    assert (out == gray[:, :, None]).all()  # repeated to 3 channels
+    rgba = np.dstack([np.full((2, 3), v, np.uint8) for v in (10, 20, 30, 40)])
+    assert read_image(write_png(tmp_path / "rgba.png", rgba))[0, 0].tolist() == [10, 20, 30]  # alpha dropped
+    la = Image.fromarray(gray).convert("LA")
+    la.save(tmp_path / "la.png")
+    assert (read_image(tmp_path / "la.png") == gray[:, :, None]).all()
+    Image.fromarray(np.full((2, 3), 1000, np.uint16)).save(tmp_path / "deep.png")
+    assert (read_image(tmp_path / "deep.png") == 4).all()  # 16-bit, full range: round(1000 / 65535 * 255)
+
+
+def test_read_label_palette_and_channels(tmp_path: Path) -> None:
+    indices = np.array([[0, 3], [14, 255]], dtype=np.uint8)
+    palette = Image.frombytes("P", (2, 2), indices.tobytes())
+    palette.putpalette([v % 256 for v in range(768)])
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_label(tmp_path / "p.png"), indices)  # indices, not colours
+    rgb = np.dstack([indices, indices + 1, indices])
+    np.testing.assert_array_equal(read_label(write_png(tmp_path / "rgb.png", rgb)), indices)  # channel 0
+
+
+def test_readers_name_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"image file not found: '.*missing\.png'"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"cannot read label '.*broken\.png'.*corrupt"):
+        read_label(tmp_path / "broken.png")
 
 
 # ---------------------------------------------------------------------------------- atomic_write
