@@ -20,7 +20,7 @@ def painted_label(label: Tensor, palette: Tensor | np.ndarray) -> Tensor:
         (B,3,H,W) float32 in [-1, 1] on ``label.device``: ``colour / 255 * 2 - 1``; black (-1, -1, -1)
         for ignore and any id past the palette, as the reference's zero-padded PIL palette.
     """
-    # contiguous NCHW, as the VAE's convolutions had it before (colorize returns a channels-last view)
+    # colorize returns a channels-last view; the VAE gets plain (B,3,H,W) memory, as before
     return colorize(label, palette).contiguous().float() / 255 * 2 - 1
 
 
