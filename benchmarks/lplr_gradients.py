@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from madm_pl.data import CrossModalityDataModule
-from madm_pl.losses import lplr_loss, segmentation_loss
+from madm_pl.method.lplr import lplr_loss
+from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.module import MADMModule
 
 

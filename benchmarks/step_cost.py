@@ -33,7 +33,8 @@ from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from madm_pl.labels import get_task
-from madm_pl.losses import paint_palette, segmentation_loss
+from madm_pl.method.lplr import painted_label
+from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.module import MADMModule
 
 
@@ -71,7 +72,7 @@ def floor_step(module: MADMModule, batch: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         module.segment(module.teacher, target_image, timestep=10)
         for _ in range(2):
-            module.backbone.encode(paint_palette(source_label, module.palette))
+            module.backbone.encode(painted_label(source_label, module.palette))
     module.zero_grad(set_to_none=True)
 
 

@@ -83,3 +83,18 @@ def test_colorize_numpy_and_tensor() -> None:
     painted = labels.colorize(torch.tensor([[[0, 8, 255]]]), palette)  # (1,1,3) -> (1,3,1,3)
     assert painted.shape == (1, 3, 1, 3)
     assert painted[0, :, 0, 1].tolist() == [250, 170, 30]
+
+
+def test_colorize_tensor_palette_past_the_palette_and_errors() -> None:
+    palette = torch.tensor([[255, 0, 0], [0, 255, 0]], dtype=torch.uint8)  # a buffer, as the module holds
+    painted = labels.colorize(torch.tensor([[[0, 1], [2, 255]]]), palette)
+    assert painted.dtype == torch.uint8 and painted.device == palette.device
+    assert painted[0, :, 0, 0].tolist() == [255, 0, 0]
+    assert painted[0, :, 0, 1].tolist() == [0, 255, 0]
+    assert painted[0, :, 1, 0].tolist() == [0, 0, 0]  # an id past the palette is black, as ignore
+    assert painted[0, :, 1, 1].tolist() == [0, 0, 0]
+    assert labels.colorize(np.array([[1]]), palette)[0, 0].tolist() == [0, 255, 0]  # numpy label too
+    with pytest.raises(ValueError, match=r"\(C,3\)"):
+        labels.colorize(np.array([[0]]), np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="C <= 255"):
+        labels.colorize(np.array([[0]]), np.zeros((256, 3), dtype=np.uint8))

@@ -15,7 +15,8 @@ from lightning.pytorch.plugins import MixedPrecision
 
 from madm_pl.callbacks import FiniteWeightsGuard, IoUTable
 from madm_pl.data import CrossModalityDataModule
-from madm_pl.losses import dplg_timestep, ema_alpha
+from madm_pl.method.dplg import dplg_timestep
+from madm_pl.method.ema import ema_alpha
 from madm_pl.module import MADMModule
 from tests.fake_trees import FakeTree, image_value, split_label, write_cityscapes, write_file_list, write_fmb
 

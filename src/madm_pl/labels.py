@@ -247,19 +247,30 @@ def deliver_semantic_to_11(channel0: np.ndarray) -> np.ndarray:
     return remap(shifted.astype(np.uint8), DELIVER_TO_11)
 
 
-def colorize(label: np.ndarray | torch.Tensor, palette: np.ndarray) -> np.ndarray | torch.Tensor:
+def colorize(
+    label: np.ndarray | torch.Tensor, palette: np.ndarray | torch.Tensor
+) -> np.ndarray | torch.Tensor:
     """Paint train ids with a palette; ``IGNORE_INDEX`` (and any id past the palette) is black.
 
+    The one palette painter: pictures, prediction PNGs and LPLR's painted label all use it.
+
     Args:
-        label: (..., H, W) integer train ids.
-        palette: (C,3) uint8.
+        label: (..., H, W) integer train ids in [0, 255] (ids past 255 are black for a tensor).
+        palette: (C,3) uint8 RGB with C <= 255, numpy or a tensor on any device.
 
     Returns:
-        (..., H, W, 3) uint8 for numpy input; (..., 3, H, W) uint8 for tensor input.
+        (..., H, W, 3) uint8 numpy for numpy input; (..., 3, H, W) uint8 on ``label.device`` for
+        tensor input.
+
+    Raises:
+        ValueError: when the palette is not (C,3) with C <= 255 (``IGNORE_INDEX`` must stay black).
     """
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = palette
+    if len(palette.shape) != 2 or palette.shape[1] != 3 or palette.shape[0] > IGNORE_INDEX:
+        raise ValueError(f"colorize: palette must be (C,3) with C <= 255, got {tuple(palette.shape)}")
     if isinstance(label, torch.Tensor):
-        lut_t = torch.from_numpy(lut).to(label.device)
-        return lut_t[label.long().clamp(0, 255)].movedim(-1, -3)
+        lut = torch.zeros(256, 3, dtype=torch.uint8, device=label.device)
+        lut[: palette.shape[0]] = torch.as_tensor(palette).to(device=label.device, dtype=torch.uint8)
+        return lut[label.long().clamp(0, 255)].movedim(-1, -3)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette.cpu() if isinstance(palette, torch.Tensor) else palette)
     return lut[np.asarray(label).astype(np.intp)]

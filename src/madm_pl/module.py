@@ -18,24 +18,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from madm_pl.labels import IGNORE_INDEX, get_task
-from madm_pl.losses import (
-    classmix_masks,
-    confidence_mask,
-    dplg_timestep,
-    draw_dplg_t0,
-    ema_alpha,
-    ema_update,
-    lplr_loss,
-    lr_factor,
-    miou_from_confusion,
-    mix,
-    mixed_weight,
-    paint_palette,
-    pixel_accuracy,
-    pseudo_label,
-    segmentation_loss,
-    strong_augment,
-)
+from madm_pl.method.augment import strong_augment
+from madm_pl.method.classmix import classmix_masks, mix
+from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
+from madm_pl.method.ema import ema_alpha, ema_update
+from madm_pl.method.lplr import lplr_loss, painted_label
+from madm_pl.method.metrics import miou_from_confusion, pixel_accuracy
+from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_label
+from madm_pl.method.schedule import lr_factor
+from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 
 Mode = Literal["madm", "source_only", "oracle"]
@@ -227,7 +218,7 @@ class MADMModule(LightningModule):
 
     def palette_latent(self, label: torch.Tensor) -> torch.Tensor:
         """LPLR target: the label painted with the palette, VAE-encoded. (B,H,W) -> (B,4,H/8,W/8)."""
-        return self.backbone.encode(paint_palette(label, self.palette))
+        return self.backbone.encode(painted_label(label, self.palette))
 
     @property
     def pseudo_labeller(self) -> Student:

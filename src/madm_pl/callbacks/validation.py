@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from madm_pl.callbacks.images import logger_step, tensorboard_writers, titled_grid, visual_to_rgb
-from madm_pl.losses import confidence_mask
+from madm_pl.method.pseudo_label import confidence_mask
 
 STUDENT_TAG = "val_images/student_prediction"
 PSEUDO_LABEL_TAG = "val_images/teacher_pseudo_label"

@@ -1,0 +1,39 @@
+"""Pseudo-labels, their weight q and the mixed label's weight (SPEC section 4, step 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_label
+
+
+def test_pseudo_label_weight_per_sample():
+    logits = torch.zeros(2, 2, 2, 2)
+    logits[0, 1] = torch.tensor([[10.0, 10.0], [10.0, 0.0]])  # p = 0.99995 on 3 pixels, 0.5 on one
+    logits[1, 0] = 1.0  # p = 0.731 everywhere
+    label, weight = pseudo_label(logits)
+    assert label.dtype == torch.int64
+    assert label[0].tolist() == [[1, 1], [1, 0]]  # ties go to the first class
+    assert label[1].tolist() == [[0, 0], [0, 0]]
+    assert weight.tolist() == [0.75, 0.0]
+    # The threshold is inclusive: softmax of equal logits is exactly 0.5.
+    assert pseudo_label(torch.zeros(1, 2, 2, 2), threshold=0.5)[1].tolist() == [1.0]
+
+
+def test_confidence_mask_is_the_pixels_counted_in_q():
+    logits = torch.zeros(1, 2, 1, 3)
+    logits[0, 1] = torch.tensor([math.log(3.0), math.log(4.0), 0.0])  # p = 0.75, 0.8, 0.5
+    mask = confidence_mask(logits, threshold=0.76)
+    assert mask.dtype == torch.bool and mask.tolist() == [[[False, True, False]]]
+    assert confidence_mask(logits, threshold=0.5).tolist() == [[[True, True, True]]]  # inclusive
+    assert pseudo_label(logits, threshold=0.76)[1].item() == pytest.approx(1 / 3)
+
+
+def test_mixed_weight():
+    mask = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    weight = mixed_weight(mask, torch.tensor([0.3, 0.0]))
+    assert torch.allclose(weight[0], torch.tensor([[1.0, 0.3], [0.3, 1.0]]))
+    assert torch.allclose(weight[1], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
