@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 import madm_pl.prior.train as prior_train
-from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 from madm_pl.models import DiffusionBackbone
 from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import STACK_PARTS, TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_stack
@@ -24,6 +23,7 @@ from madm_pl.prior.train import (
     render_paired_pool,
     render_pool,
 )
+from madm_pl.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 
 PRIOR = Path(__file__).parents[2] / "priors" / "tiny"
 WEIGHTS = ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors")

@@ -27,7 +27,6 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
-from madm_pl.data.synthetic import MODALITIES
 from madm_pl.models.backbone import DiffusionBackbone
 from madm_pl.models.presets import DiffusionStack, build_stack
 from madm_pl.prior.train import (
@@ -38,6 +37,7 @@ from madm_pl.prior.train import (
     palette_tables,
     render_pool,
 )
+from madm_pl.synthetic import MODALITIES
 
 #: Timesteps at which the denoising loss is reported.
 TIMESTEPS = (0, 50, 500)

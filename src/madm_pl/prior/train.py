@@ -50,7 +50,6 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 from tqdm import tqdm
 
-from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 from madm_pl.labels import CITYSCAPES_TO_9, CITYSCAPES_TO_11, IGNORE_INDEX, palette_for
 from madm_pl.labels import CLASSES_9 as _CLASSES_9
 from madm_pl.labels import CLASSES_11 as _CLASSES_11
@@ -65,6 +64,7 @@ from madm_pl.models.presets import (
     save_stack,
     tiny_vae_config,
 )
+from madm_pl.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 
 #: First scene index of the held-out prior scenes (evaluation and tests): far past any training pool.
 HELDOUT_START = 100_000
