@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_scene, scene_seed_sequence
 from madm_pl.labels import CITYSCAPES_TO_9, IGNORE_INDEX
 from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import build_stack
-from madm_pl.prior.train import HELDOUT_START, render_paired_pool
+from madm_pl.prior.scenes import HELDOUT_START, render_paired_pool
+from madm_pl.synthetic import MODALITIES, SPLIT_PRIOR, render_scene, scene_seed_sequence
 
 NUM_CLASSES = 9
 HEIGHT, WIDTH = 64, 128

@@ -71,7 +71,7 @@ def folder_tree(tmp_path: Path) -> FakeTree:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic world (64x128, all three target modalities) shared by the training tests."""
-    from madm_pl.data.synthetic import main as make_synthetic
+    from madm_pl.synthetic import main as make_synthetic
 
     root = tmp_path_factory.mktemp("synthetic") / "world"
     make_synthetic(

@@ -152,6 +152,74 @@ DELIVER_TO_11 = _table(
 )
 IDENTITY_11 = _table({i: i for i in range(11)})
 
+# --- the synthetic world (madm_pl.synthetic) in the real datasets' stored id spaces --------------------
+# World layouts hold Cityscapes 19 train ids, 255 void; the world's writer stores each target's labels
+# in that dataset's own ids, so that the real loaders and their label maps above read them.
+_CITYSCAPES_ID = {name: i for i, name in enumerate(CITYSCAPES_CLASSES)}
+
+
+def _world_table(pairs: dict[str, str], classes: tuple[str, ...], offset: int = 0) -> np.ndarray:
+    """(256,) int16 table from world (Cityscapes 19) ids to another dataset's stored ids."""
+    table = np.full(256, UNMAPPED, dtype=np.int16)
+    for world_name, target_name in pairs.items():
+        table[_CITYSCAPES_ID[world_name]] = classes.index(target_name) + offset
+    return table
+
+
+WORLD_FMB_PAIRS: dict[str, str] = {
+    "road": "road",
+    "sidewalk": "sidewalk",
+    "building": "building",
+    "wall": "unlabeled",  # FMB has no wall/fence; the 9-class task ignores them
+    "fence": "unlabeled",
+    "pole": "pole",
+    "traffic light": "traffic lamp",
+    "traffic sign": "traffic sign",
+    "vegetation": "vegetation",
+    "terrain": "vegetation",  # the 9-class task folds terrain into vegetation
+    "sky": "sky",
+    "person": "person",
+    "rider": "person",
+    "car": "car",
+    "truck": "truck",
+    "bus": "bus",
+    "train": "bus",
+    "motorcycle": "motorcycle",
+    "bicycle": "bicycle",
+}
+WORLD_TO_FMB = _world_table(WORLD_FMB_PAIRS, FMB_CLASSES)
+WORLD_TO_FMB[IGNORE_INDEX] = FMB_CLASSES.index("unlabeled")
+
+WORLD_DELIVER_PAIRS: dict[str, str] = {
+    "road": "road",
+    "sidewalk": "sidewalk",
+    "building": "building",
+    "wall": "wall",
+    "fence": "fence",
+    "pole": "pole",
+    "traffic light": "traffic light",
+    "traffic sign": "traffic sign",
+    "vegetation": "vegetation",
+    "terrain": "terrain",
+    "sky": "sky",
+    "person": "pedestrian",
+    "rider": "pedestrian",
+    "car": "vehicles",
+    "truck": "truck",
+    "bus": "bus",
+    "train": "vehicles",
+    "motorcycle": "two-wheeler",
+    "bicycle": "two-wheeler",
+}
+# Values as stored in channel 0 of ``*_semantic_front.png``: DELIVER id + 1; void → "other" (ignored).
+WORLD_TO_DELIVER_PNG = _world_table(WORLD_DELIVER_PAIRS, DELIVER_CLASSES, offset=1)
+WORLD_TO_DELIVER_PNG[IGNORE_INDEX] = DELIVER_CLASSES.index("other") + 1
+# DSEC's test labels are already 11-class task ids: the world maps with the source's 11-class map.
+WORLD_TO_DSEC = CITYSCAPES_TO_11.copy()
+WORLD_TO_CITYSCAPES = np.full(256, UNMAPPED, dtype=np.int16)
+WORLD_TO_CITYSCAPES[: len(CITYSCAPES_CLASSES)] = np.arange(len(CITYSCAPES_CLASSES))
+WORLD_TO_CITYSCAPES[IGNORE_INDEX] = IGNORE_INDEX
+
 
 @dataclass(frozen=True)
 class Task:

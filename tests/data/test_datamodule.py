@@ -18,7 +18,7 @@ from torch.utils.data import default_collate
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.data.datamodule import ResumableSampler
 from madm_pl.data.rcs import CACHE_NAME
-from madm_pl.data.synthetic import generate
+from madm_pl.synthetic import generate
 from tests.fake_trees import (
     FakeTree,
     image_value,

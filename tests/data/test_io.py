@@ -1,4 +1,5 @@
-"""``data/io.py``: the atomic writer, 16-bit images mapped to [0,1] by a rule, 1-bit labels named."""
+"""``data/io.py``: the readers (modes, palettes, bad files named), the atomic file and folder
+writers, 16-bit images mapped to [0,1] by a rule, 1-bit labels named."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from madm_pl.data.io import ImageScaling, atomic_write, read_image, read_label
+from madm_pl.data.io import ImageScaling, atomic_folder, atomic_write, read_image, read_label
 from tests.fake_trees import write_png
 
 # A 16-bit fixture with known values (2x3).
@@ -145,3 +146,34 @@ def test_atomic_write_replaces_only_when_complete(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "fresh.bin").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+# --------------------------------------------------------------------------------- atomic_folder
+def test_atomic_folder_keeps_the_previous_folder_on_error(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / "old.txt").write_text("previous")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(out) as staging:
+        assert staging.parent == tmp_path and staging != out and not any(staging.iterdir())
+        (staging / "new.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == ["world"]  # no temporary folder left
+    assert os.listdir(out) == ["old.txt"] and (out / "old.txt").read_text() == "previous"
+
+
+def test_atomic_folder_replaces_only_at_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "world"
+    with atomic_folder(out) as staging:
+        (staging / "a.txt").write_text("first")
+        assert not out.exists()  # nothing at the destination while the block runs
+    assert os.listdir(out) == ["a.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    out.chmod(0o750)
+    with atomic_folder(out) as staging:
+        (staging / "b.txt").write_text("second")
+        assert (out / "a.txt").read_text() == "first"  # the previous folder stays until the block ends
+    assert os.listdir(out) == ["b.txt"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # a replaced folder keeps its permissions
+    assert os.listdir(out.parent) == ["world"]  # neither the temporary nor the previous folder is left

@@ -12,7 +12,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
-from madm_pl.models.presets import SD14_UNET_CONFIG, SD14_VAE_CONFIG, tiny_clip_vocab, write_tiny_stack
+from madm_pl.models.presets import SD14_UNET_CONFIG, SD14_VAE_CONFIG, tiny_clip_vocab
+from tests.models.tiny_stack import write_tiny_stack
 
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "gpu_backbone.py"
 
@@ -224,7 +225,7 @@ def test_saved_tiny_stack_loads_back_with_equal_outputs(backbone, tmp_path):
     write_tiny_stack(tmp_path / "stack")
     index = json.loads((tmp_path / "stack" / "model_index.json").read_text())
     assert {"vae", "unet", "scheduler", "tokenizer", "text_encoder"} <= index.keys()
-    loaded = DiffusionBackbone.from_pretrained(str(tmp_path / "stack"))
+    loaded = DiffusionBackbone(source=str(tmp_path / "stack"))
     torch.testing.assert_close(loaded.uncond, backbone.uncond)
     conditioning = make_conditioning(backbone, time_gate=0.5)
     image = random_image(1, 64, 64)
@@ -242,9 +243,7 @@ def test_saved_tiny_stack_loads_back_with_equal_outputs(backbone, tmp_path):
     (tokenizer_dir / "vocab.json").write_text(json.dumps(tiny_clip_vocab()))
     (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n")
     (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
-    torch.testing.assert_close(
-        DiffusionBackbone.from_pretrained(str(tmp_path / "stack")).uncond, backbone.uncond
-    )
+    torch.testing.assert_close(DiffusionBackbone(source=str(tmp_path / "stack")).uncond, backbone.uncond)
 
 
 def test_stack_folder_missing_a_part_is_a_named_error(tmp_path):

@@ -10,20 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 import madm_pl.prior.train as prior_train
-from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
 from madm_pl.models import DiffusionBackbone
 from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import STACK_PARTS, TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_stack
 from madm_pl.prior import PriorOptions, main, train_prior
 from madm_pl.prior.evaluate import nearest_class, palette_accuracy
-from madm_pl.prior.train import (
-    HELDOUT_START,
-    PAIRED_START,
-    cross_modal_contrastive_loss,
-    fold_latent_scale,
-    render_paired_pool,
-    render_pool,
-)
+from madm_pl.prior.scenes import HELDOUT_START, render_pool
+from madm_pl.prior.train import cross_modal_contrastive_loss, fold_latent_scale, warmup_cosine_factor
 
 PRIOR = Path(__file__).parents[2] / "priors" / "tiny"
 WEIGHTS = ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors")
@@ -157,18 +150,16 @@ def test_bad_options_name_the_option(tmp_path, capsys, argument, option):
     assert not (tmp_path / "tiny").exists()
 
 
+def test_warmup_cosine_factor_on_hand_computed_steps():
+    assert warmup_cosine_factor(0, 100) == pytest.approx(1 / 20)  # linear warm-up over 20 steps
+    assert warmup_cosine_factor(19, 100) == 1.0
+    assert warmup_cosine_factor(20, 100) == 1.0  # the cosine starts at 1
+    assert warmup_cosine_factor(60, 100) == pytest.approx(0.55)  # half way: 0.1 + 0.45
+    assert warmup_cosine_factor(100, 100) == pytest.approx(0.1)
+    assert warmup_cosine_factor(500, 100) == pytest.approx(0.1)  # stays at 10 % past the end
+
+
 # ------------------------------------------------------------------------------- cross-modal alignment
-def test_paired_pool_renders_one_layout_in_every_modality():
-    pool = render_paired_pool(0, 2, 64, 128, progress=False)
-    assert pool.shape == (2, len(MODALITIES), 3, 64, 128) and pool.dtype == torch.uint8
-    scene = render_scene(scene_seed_sequence(0, SPLIT_PRIOR, "rgb", PAIRED_START + 1), 64, 128)
-    for index, modality in enumerate(MODALITIES):
-        image = torch.from_numpy(render_modality(scene, modality))
-        expected = image.permute(2, 0, 1) if image.dim() == 3 else image.expand(3, -1, -1)
-        assert torch.equal(pool[1, index], expected), modality
-    assert not torch.equal(pool[0, 0], pool[1, 0])  # two scenes, two layouts
-
-
 def test_contrastive_loss_on_hand_computed_tokens():
     # Two samples of one position, one-hot features, b = a: the tokens are [e1, e2, e1, e2]. At temperature
     # 1 each token's candidates are the 3 others, with cosines (0, 1, 0) for e1: loss log(1 + 2/e).

@@ -3,6 +3,7 @@
 from typing import Any
 
 from madm_pl.data.datasets import (
+    DELIVER_CONDITIONS,
     CityscapesDataset,
     DeliverDepthDataset,
     DSECEventDataset,
@@ -16,6 +17,7 @@ from madm_pl.data.io import read_image, read_label
 from madm_pl.data.rcs import RareClassSampler, load_or_compute_class_counts, rcs_class_probabilities
 
 __all__ = [
+    "DELIVER_CONDITIONS",
     "CityscapesDataset",
     "CrossModalityDataModule",
     "CrossModalityTrainDataset",

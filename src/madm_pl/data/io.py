@@ -1,5 +1,5 @@
 """Reading images and label maps from disk with errors that name the file (SPEC section 1), and the
-project's one atomic file writer.
+project's one atomic file writer and one atomic folder writer.
 
 Both readers use Pillow, as the reference does, so that palette ("P" mode) label PNGs give their
 indices and not their colours.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def _read_umask() -> int:
 
 # Read once at import: setting the umask to read it is process-wide, and a thread creating a file in
 # that instant (TensorBoard's writer) would get the wrong permissions.
-_NEW_FILE_MODE = 0o666 & ~_read_umask()  # what open() gives a new file; mkstemp alone gives 0600
+_UMASK = _read_umask()
+_NEW_FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file; mkstemp alone gives 0600
+_NEW_FOLDER_MODE = 0o777 & ~_UMASK  # what mkdir gives a new folder; mkdtemp alone gives 0700
 
 
 @contextlib.contextmanager
@@ -83,6 +86,52 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Write a folder so that ``path`` is only ever absent, the previous folder, or the complete new one.
+
+    The block writes into a temporary sibling folder (same parent, hence the same file system), which
+    is renamed to ``path`` once the block ends without error; a previous folder at ``path`` is moved
+    aside at that moment only and then removed. Should the block raise (an error, an interrupt), the
+    temporary folder is removed and a previous ``path`` is left exactly as it was.
+
+    Args:
+        path: the folder to write; its parent is created if missing.
+
+    Yields:
+        The empty temporary folder to write into, with the permissions of a new folder (umask applied,
+        or those of the previous folder).
+
+    Raises:
+        OSError: the parent is not writable or the rename failed; ``path`` is unchanged then.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.is_dir() else _NEW_FOLDER_MODE
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    aside = None  # a temporary sibling holding the previous folder while the new one moves in
+    try:
+        yield staging
+        staging.chmod(mode)
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            path.rename(aside / path.name)
+        try:
+            staging.rename(path)
+        except BaseException:
+            if aside is not None:
+                (aside / path.name).rename(path)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None:
+            with contextlib.suppress(OSError):  # empty once the previous folder is back; never its data
+                aside.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
 
 
 # ----------------------------------------------------------------------------------------- reading

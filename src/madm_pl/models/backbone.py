@@ -124,19 +124,6 @@ class DiffusionBackbone(nn.Module):
             # A partial of a bound method (not a closure) so that copy.deepcopy rebinds it to the copy.
             layer.register_forward_hook(functools.partial(self._capture_tap, index))
 
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs) -> "DiffusionBackbone":
-        """Load a backbone from a local stack folder (same as ``DiffusionBackbone(source=path)``).
-
-        Args:
-            path: folder in the diffusers layout.
-            **kwargs: the other constructor arguments.
-
-        Returns:
-            The backbone, fp32, on CPU.
-        """
-        return cls(source=str(path), **kwargs)
-
     # ----------------------------------------------------------------------------------- properties
     @property
     def feature_channels(self) -> tuple[int, int, int]:

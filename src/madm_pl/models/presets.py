@@ -357,26 +357,6 @@ def save_stack(
     return root
 
 
-def write_tiny_stack(path: str | os.PathLike) -> Path:
-    """Write the ``tiny`` preset (fixed random weights) as a stack folder.
-
-    Args:
-        path: the folder to write.
-
-    Returns:
-        The folder; ``DiffusionBackbone(source=str(path))`` loads the same network as ``source="tiny"``.
-    """
-    stack = build_stack("tiny")
-    return save_stack(
-        path,
-        vae=stack.vae,
-        unet=stack.unet,
-        scheduler=stack.scheduler,
-        tokenizer=build_tiny_tokenizer(),
-        text_encoder=build_tiny_text_encoder(),
-    )
-
-
 @contextlib.contextmanager
 def _seeded() -> Iterator[None]:
     """Run a block with the CPU RNG seeded to :data:`PRESET_SEED`, restoring the caller's RNG state after."""

@@ -1,7 +1,7 @@
 """Measure a diffusion prior against the random-weight ``tiny`` preset (``python -m madm_pl.prior.evaluate``).
 
 Everything is measured on held-out prior scenes (``SPLIT_PRIOR`` indices from
-:data:`~madm_pl.prior.train.HELDOUT_START` on, never in a training pool), rendered at the pool size:
+:data:`~madm_pl.prior.scenes.HELDOUT_START` on, never in a training pool), rendered at the pool size:
 
 - VAE reconstruction PSNR (posterior mean, decoded, clipped; images in [0,1]) per modality and on
   palette-painted layouts; PSNR of the mean squared error over the set.
@@ -27,10 +27,10 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
-from madm_pl.data.synthetic import MODALITIES
+from madm_pl.labels import remap
 from madm_pl.models.backbone import DiffusionBackbone
 from madm_pl.models.presets import DiffusionStack, build_stack
-from madm_pl.prior.train import (
+from madm_pl.prior.scenes import (
     HELDOUT_START,
     PALETTES,
     encode_mean,
@@ -38,6 +38,7 @@ from madm_pl.prior.train import (
     palette_tables,
     render_pool,
 )
+from madm_pl.synthetic import MODALITIES
 
 #: Timesteps at which the denoising loss is reported.
 TIMESTEPS = (0, 50, 500)
@@ -99,11 +100,11 @@ def palette_accuracy(vae: AutoencoderKL, layouts: Tensor, palette_index: int) ->
     Returns:
         (accuracy over non-ignored pixels in [0,1], reconstruction PSNR of the paintings in dB).
     """
-    id_table, colour_table = palette_tables()[palette_index]
-    painting = paint_layout(layouts, id_table, colour_table)
-    label = id_table[layouts.long()]
+    world_to_task, colours = palette_tables()[palette_index]
+    painting = paint_layout(layouts, world_to_task, colours)
+    label = remap(layouts, world_to_task)
     decoded = reconstruct(vae, painting)
-    palette = torch.from_numpy(PALETTES[palette_index][2])
+    palette = torch.from_numpy(colours)
     valid = label != 255
     correct = (nearest_class(decoded, palette) == label) & valid
     return correct.sum().item() / max(valid.sum().item(), 1), psnr(decoded, painting)

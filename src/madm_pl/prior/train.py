@@ -5,7 +5,7 @@ images into meaningful latents, its decoder turns the UNet output into a readabl
 features carry across modalities. The ``tiny`` preset has random weights, so CPU demos and benchmarks on it
 would measure noise. This module gives the tiny architecture a small pretraining of its own:
 
-1. **Pool.** Scenes of the synthetic world from their own split code
+1. **Pool** (:mod:`madm_pl.prior.scenes`). Scenes of the synthetic world from their own split code
    (``scene_seed_sequence(seed, SPLIT_PRIOR, modality, index)``, index < ``pool_size``), so no layout of a
    source, target-train or target-test scene is ever seen. Each (modality, index) is its own scene,
    rendered in that modality (rgb, depth, infrared, event; single channels repeated to 3). Their layouts
@@ -23,7 +23,8 @@ would measure noise. This module gives the tiny architecture a small pretraining
    schedule (1000 steps, scaled_linear 0.00085-0.012), conditioned on the tiny text encoder's empty-prompt
    embedding (the stack's ``uncond``).
 4. **Save** with :func:`~madm_pl.models.presets.save_stack` in the diffusers layout (plus ``TRAINING.json``),
-   written to a temporary sibling folder and renamed into place, so an interrupted run leaves no half prior.
+   written to a temporary sibling folder and renamed into place (``data.io.atomic_folder``), so an
+   interrupted run leaves no half prior.
 
 Same seed, same machine and thread count -> same weights (``torch.manual_seed`` for the initialisation, inside
 ``fork_rng`` so the caller's RNG is untouched; an explicit generator for every draw).
@@ -36,9 +37,7 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -50,10 +49,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 from tqdm import tqdm
 
-from madm_pl.data.synthetic import MODALITIES, SPLIT_PRIOR, render_modality, render_scene, scene_seed_sequence
-from madm_pl.labels import CITYSCAPES_TO_9, CITYSCAPES_TO_11, IGNORE_INDEX, palette_for
-from madm_pl.labels import CLASSES_9 as _CLASSES_9
-from madm_pl.labels import CLASSES_11 as _CLASSES_11
+from madm_pl.data.io import atomic_folder
 from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import (
     SD14_SCHEDULER_CONFIG,
@@ -65,21 +61,21 @@ from madm_pl.models.presets import (
     save_stack,
     tiny_vae_config,
 )
-
-#: First scene index of the held-out prior scenes (evaluation and tests): far past any training pool.
-HELDOUT_START = 100_000
-
-#: First scene index of the paired pool (one layout rendered in every modality), after the unpaired pool.
-PAIRED_START = 50_000
+from madm_pl.prior.scenes import (
+    HELDOUT_START,
+    PAIRED_START,
+    PALETTES,
+    crop_offsets,
+    encode_mean,
+    paint_pool,
+    render_paired_pool,
+    render_pool,
+    sample_vae_batch,
+)
+from madm_pl.synthetic import MODALITIES, SPLIT_PRIOR
 
 #: Positions per tap level in the alignment loss (the finest tap of a 12-pair batch has 3072).
 ALIGN_MAX_TOKENS = 768
-
-#: The two palettes LPLR paints with: (name, world (Cityscapes 19) id -> task id table, (C,3) uint8 colours).
-PALETTES: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (
-    ("11-class", CITYSCAPES_TO_11, palette_for(_CLASSES_11)),
-    ("9-class", CITYSCAPES_TO_9, palette_for(_CLASSES_9)),
-)
 
 
 @dataclass
@@ -145,182 +141,6 @@ class PriorOptions:
     vae_from: str | None = None
 
 
-# ------------------------------------------------------------------------------------------------ pool
-def render_pool(
-    seed: int, count: int, height: int, width: int, start: int = 0, progress: bool = True
-) -> tuple[dict[str, Tensor], Tensor]:
-    """Render ``count`` prior scenes per modality (indices ``[start, start + count)`` of ``SPLIT_PRIOR``).
-
-    Args:
-        seed: base seed of the synthetic world.
-        count: scenes per modality.
-        height, width: render size.
-        start: first scene index (:data:`HELDOUT_START` for held-out scenes).
-        progress: show a tqdm bar.
-
-    Returns:
-        images: modality -> (count,3,H,W) uint8 (single-channel modalities repeated to 3 channels).
-        layouts: (4·count,H,W) uint8 world ids (Cityscapes 19 train ids, 255 void) of all those scenes,
-            modality-major.
-    """
-    images: dict[str, list[np.ndarray]] = {modality: [] for modality in MODALITIES}
-    layouts = []
-    jobs = [(modality, index) for modality in MODALITIES for index in range(start, start + count)]
-    for modality, index in tqdm(jobs, desc="prior pool", unit="scene", file=sys.stderr, disable=not progress):
-        scene = render_scene(scene_seed_sequence(seed, SPLIT_PRIOR, modality, index), height, width)
-        image = render_modality(scene, modality)
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        images[modality].append(image.transpose(2, 0, 1))
-        layouts.append(scene.layout)
-    pool = {modality: torch.from_numpy(np.stack(stack)) for modality, stack in images.items()}
-    return pool, torch.from_numpy(np.stack(layouts))
-
-
-def render_paired_pool(
-    seed: int, count: int, height: int, width: int, start: int = PAIRED_START, progress: bool = True
-) -> Tensor:
-    """Render ``count`` prior scenes, each in every modality (``MODALITIES`` order): paired renderings.
-
-    The analogue of what taught Stable Diffusion that a photo, a thermal image and a depth map of a street
-    show the same things (images of every kind with shared captions): here the same layout seen by the four
-    sensors, without any label. Scene ``i`` is ``SPLIT_PRIOR`` index ``start + i`` (its seed sequence under
-    the ``"rgb"`` code); :data:`PAIRED_START` keeps them apart from the unpaired pool and the held-out set.
-
-    Returns:
-        (count,M,3,H,W) uint8, M = len(MODALITIES) (single-channel modalities repeated to 3 channels).
-    """
-    scenes = []
-    for index in tqdm(
-        range(start, start + count), desc="paired pool", unit="scene", file=sys.stderr, disable=not progress
-    ):
-        scene = render_scene(scene_seed_sequence(seed, SPLIT_PRIOR, "rgb", index), height, width)
-        views = []
-        for modality in MODALITIES:
-            image = render_modality(scene, modality)
-            if image.ndim == 2:
-                image = np.repeat(image[:, :, None], 3, axis=2)
-            views.append(image.transpose(2, 0, 1))
-        scenes.append(np.stack(views))
-    return torch.from_numpy(np.stack(scenes))
-
-
-def palette_tables(
-    permute: bool = False, generator: torch.Generator | None = None
-) -> list[tuple[Tensor, Tensor]]:
-    """Per palette: a world id -> task id table and a task id -> colour table (ignore and unused ids black).
-
-    Args:
-        permute: shuffle which class gets which colour of the palette (augmentation: flat regions of every
-            colour next to every other).
-        generator: for ``permute``.
-
-    Returns:
-        [(id_table (256,) int64, colour_table (256,3) uint8)] for the 11- and 9-class palettes.
-    """
-    tables = []
-    for _, world_to_task, palette in PALETTES:
-        id_table = torch.from_numpy(world_to_task.astype(np.int64)).clamp(min=0)  # UNMAPPED never occurs
-        id_table[IGNORE_INDEX] = IGNORE_INDEX
-        colours = torch.from_numpy(palette)
-        if permute:
-            colours = colours[torch.randperm(len(colours), generator=generator)]
-        colour_table = torch.zeros(256, 3, dtype=torch.uint8)
-        colour_table[: len(colours)] = colours
-        tables.append((id_table, colour_table))
-    return tables
-
-
-def paint_layout(layout: Tensor, id_table: Tensor, colour_table: Tensor) -> Tensor:
-    """Paint world layouts flat with a palette, as LPLR paints labels (ignore -> black).
-
-    Args:
-        layout: (B,H,W) uint8 world ids.
-        id_table: (256,) int64 world id -> task id (255 ignore).
-        colour_table: (256,3) uint8 task id -> RGB.
-
-    Returns:
-        (B,3,H,W) uint8.
-    """
-    return colour_table[id_table[layout.long()]].permute(0, 3, 1, 2)
-
-
-def to_unit_range(image: Tensor) -> Tensor:
-    """(B,3,H,W) uint8 -> float32 in [-1,1] (the VAE's input range)."""
-    return image.float() / 127.5 - 1.0
-
-
-def _crop_offsets(count: int, height: int, width: int, size: tuple[int, int], generator: torch.Generator):
-    top = torch.randint(0, height - size[0] + 1, (count,), generator=generator).tolist()
-    left = torch.randint(0, width - size[1] + 1, (count,), generator=generator).tolist()
-    flip = (torch.rand(count, generator=generator) < 0.5).tolist()
-    return top, left, flip
-
-
-def sample_vae_batch(
-    images: Tensor,
-    layouts: Tensor,
-    batch_size: int,
-    size: int,
-    generator: torch.Generator,
-    painting_fraction: float = 0.5,
-) -> Tensor:
-    """A VAE training batch: random flipped crops, first modality images, then palette paintings.
-
-    Args:
-        images: (N,3,H,W) uint8, the pool's modality images (all modalities).
-        layouts: (M,H,W) uint8 world ids.
-        batch_size: crops in the batch.
-        size: crop side.
-        generator: every draw.
-        painting_fraction: share of palette paintings in the batch (rounded).
-
-    Returns:
-        (batch_size,3,size,size) float32 in [-1,1].
-    """
-    height, width = images.shape[-2:]
-    num_paintings = round(batch_size * painting_fraction)
-    num_images = batch_size - num_paintings
-    crops = []
-    picks = torch.randint(0, len(images), (num_images,), generator=generator).tolist()
-    for index, top, left, flip in zip(
-        picks, *_crop_offsets(num_images, height, width, (size, size), generator)
-    ):
-        crop = images[index, :, top : top + size, left : left + size]
-        crops.append(crop.flip(-1) if flip else crop)
-    picks = torch.randint(0, len(layouts), (num_paintings,), generator=generator).tolist()
-    palettes = torch.randint(0, len(PALETTES), (num_paintings,), generator=generator).tolist()
-    permutes = (torch.rand(num_paintings, generator=generator) < 0.5).tolist()
-    offsets = _crop_offsets(num_paintings, height, width, (size, size), generator)
-    for index, palette, permute, top, left, flip in zip(picks, palettes, permutes, *offsets):
-        id_table, colour_table = palette_tables(permute, generator)[palette]
-        crop = paint_layout(
-            layouts[index : index + 1, top : top + size, left : left + size], id_table, colour_table
-        )
-        crops.append(crop[0].flip(-1) if flip else crop[0])
-    return to_unit_range(torch.stack(crops))
-
-
-def paint_pool(layouts: Tensor, generator: torch.Generator) -> Tensor:
-    """Paint each layout with one of the two palettes (drawn), true colours (no permutation).
-
-    Args:
-        layouts: (M,H,W) uint8 world ids.
-        generator: draws the palette of each layout.
-
-    Returns:
-        (M,3,H,W) uint8.
-    """
-    tables = palette_tables()
-    choice = torch.randint(0, len(tables), (len(layouts),), generator=generator)
-    paintings = torch.empty(len(layouts), 3, *layouts.shape[-2:], dtype=torch.uint8)
-    for palette, (id_table, colour_table) in enumerate(tables):
-        chosen = choice == palette
-        if chosen.any():
-            paintings[chosen] = paint_layout(layouts[chosen], id_table, colour_table)
-    return paintings
-
-
 # ------------------------------------------------------------------------------------------------ losses
 def gradient_l1(reconstruction: Tensor, image: Tensor) -> Tensor:
     """Mean L1 distance between horizontal and vertical finite differences (edge sharpness).
@@ -381,8 +201,9 @@ def cross_modal_contrastive_loss(
     return loss, accuracy
 
 
-def lr_factor(step: int, total: int, warmup: int = 20) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to 0.1 at ``total``."""
+def warmup_cosine_factor(step: int, total: int, warmup: int = 20) -> float:
+    """The prior's learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay from 1 to
+    0.1 at ``total`` (the adaptation's step schedule is ``losses.lr_factor``)."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
@@ -432,7 +253,7 @@ def train_vae(
     history: list[list[float]] = []
     for step in tqdm(range(options.steps_vae), desc="prior VAE", unit="step", file=sys.stderr):
         for group in optimizer.param_groups:
-            group["lr"] = options.lr_vae * lr_factor(step, options.steps_vae)
+            group["lr"] = options.lr_vae * warmup_cosine_factor(step, options.steps_vae)
         batch = sample_vae_batch(
             images, layouts, options.batch_vae, options.size, generator, options.painting_fraction
         )
@@ -449,24 +270,6 @@ def train_vae(
         history.append([l1.item(), mse.item(), edge.item(), kl.item(), loss.item()])
     vae.eval()
     return _tail_means(history, ("l1", "mse", "edge", "kl", "total"))
-
-
-@torch.no_grad()
-def encode_mean(vae: AutoencoderKL, images: Tensor, batch_size: int = 16) -> Tensor:
-    """Posterior means of uint8 images, unscaled.
-
-    Args:
-        images: (N,3,H,W) uint8.
-
-    Returns:
-        (N,4,H/8,W/8) float32.
-    """
-    return torch.cat(
-        [
-            vae.encode(to_unit_range(images[i : i + batch_size])).latent_dist.mean
-            for i in range(0, len(images), batch_size)
-        ]
-    )
 
 
 def train_unet(
@@ -524,14 +327,14 @@ def train_unet(
     try:
         for step in tqdm(range(options.steps_unet), desc="prior UNet", unit="step", file=sys.stderr):
             for group in optimizer.param_groups:
-                group["lr"] = options.lr_unet * lr_factor(step, options.steps_unet)
+                group["lr"] = options.lr_unet * warmup_cosine_factor(step, options.steps_unet)
             crops, timesteps = [], []
             if pairs:
                 scenes = torch.randint(0, len(paired_latents), (pairs,), generator=generator).tolist()
                 views = [
                     torch.randperm(paired_latents.shape[1], generator=generator)[:2].tolist() for _ in scenes
                 ]
-                top, left, _ = _crop_offsets(pairs, *paired_latents.shape[-2:], (crop, crop), generator)
+                top, left, _ = crop_offsets(pairs, *paired_latents.shape[-2:], (crop, crop), generator)
                 window = list(zip(scenes, views, top, left))
                 for side in (0, 1):
                     crops += [
@@ -541,7 +344,7 @@ def train_unet(
                 pair_timesteps = torch.randint(0, options.align_max_timestep, (pairs,), generator=generator)
                 timesteps += [pair_timesteps, pair_timesteps]
             picks = torch.randint(0, len(latents), (singles,), generator=generator).tolist()
-            top, left, _ = _crop_offsets(singles, height, width, (crop, crop), generator)
+            top, left, _ = crop_offsets(singles, height, width, (crop, crop), generator)
             crops += [latents[i, :, y : y + crop, x : x + crop] for i, y, x in zip(picks, top, left)]
             timesteps.append(torch.randint(0, num_timesteps, (singles,), generator=generator))
             clean, timesteps_all = torch.stack(crops), torch.cat(timesteps)
@@ -722,9 +525,8 @@ def train_prior(options: PriorOptions, progress: bool = True) -> Path:
 
 
 def write_prior(path: str | os.PathLike, record: dict, **parts) -> Path:
-    """Write a stack folder plus ``TRAINING.json`` atomically: into a temporary sibling, then renamed.
-
-    An existing folder at ``path`` is replaced only once the new one is complete.
+    """Write a stack folder plus ``TRAINING.json`` atomically (``data.io.atomic_folder``): into a temporary
+    sibling, then renamed; an existing folder at ``path`` is replaced only once the new one is complete.
 
     Args:
         path: the destination folder.
@@ -735,21 +537,9 @@ def write_prior(path: str | os.PathLike, record: dict, **parts) -> Path:
         The destination folder.
     """
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         save_stack(staging, **parts)
         (staging / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        staging.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
