@@ -21,8 +21,8 @@ from PIL import Image
 
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO
 from madm_pl.cli import main
-from madm_pl.data.samples import CrossModalityTrainDataset
 from madm_pl.data.io import read_image
+from madm_pl.data.samples import CrossModalityTrainDataset
 from madm_pl.labels import TASKS
 from madm_pl.module import MADMModule
 from tests.cli_runs import DEMO, REPO, small_run_args
