@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 TASK ?= rgb2infrared
+# The tasks with a config per profile (configs/<task>.yaml, configs/demo/<task>.yaml; base.yaml is their shared part).
+TASKS := rgb2depth rgb2infrared rgb2event
 PROFILE ?= demo
 TORCH_VERSION := 2.13.0
 
@@ -65,7 +67,7 @@ define check_paper_paths
 endef
 
 train: setup
-	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
@@ -77,7 +79,7 @@ endif
 
 # Checks the data trees, caches the RCS statistics, prints label histograms (madm-pl prepare).
 prepare: setup
-	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/madm-pl prepare -c $(CONFIG) $(ARGS)
