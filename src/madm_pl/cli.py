@@ -5,6 +5,10 @@ the same config and use the newest run's ``last.ckpt`` unless given ``--ckpt_pat
 prepare`` checks a data tree and caches the RCS statistics. lightning 2.6 installs only a ``fabric``
 script, so this project provides the ``lightning`` command users expect (``lightning fit -c ...``).
 
+``madm-pl prepare`` and the benchmarks read a config with the same parser (``ConfigOnlyCLI``,
+``parse_config``), so a config and its ``--data.*`` options mean the same everywhere; a task config
+includes its profile's base (``config: base.yaml``, its first key).
+
 Options are never abbreviated (``--trainer.max_step`` is an error, not ``max_steps``). The
 project's own errors end with one line naming the file or option and the fix (``madm_pl.errors``);
 ``--debug`` or ``MADM_DEBUG=1`` shows the traceback.
