@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 TASK ?= rgb2infrared
+# The tasks with a config per profile (configs/<task>.yaml, configs/demo/<task>.yaml; base.yaml is their shared part).
+TASKS := rgb2depth rgb2infrared rgb2event
 PROFILE ?= demo
 TORCH_VERSION := 2.13.0
 
@@ -30,8 +32,8 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 
 format: setup
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
@@ -65,7 +67,7 @@ define check_paper_paths
 endef
 
 train: setup
-	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
@@ -77,7 +79,7 @@ endif
 
 # Checks the data trees, caches the RCS statistics, prints label histograms (madm-pl prepare).
 prepare: setup
-	@test -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of rgb2depth, rgb2infrared, rgb2event; PROFILE demo or paper"; exit 2; }
+	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/madm-pl prepare -c $(CONFIG) $(ARGS)
@@ -94,14 +96,14 @@ prior: setup
 # The cost of one training step against its floor (BENCHMARKS.md); needs the synthetic world.
 bench: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
-	$(BIN)/python benchmarks/step_cost.py --out BENCHMARKS_step_cost.md
+	$(BIN)/python -m benchmarks.step_cost --markdown BENCHMARKS.md
 
 # The adaptation table (BENCHMARKS.md): source-only, oracle and every MADM ingredient on the synthetic
 # world with the tiny prior, 2 seeds, 300 iterations per run, 2 runs at a time with one thread each
 # (about an hour on 2 cores for the 3 tasks). TASK=<task> runs one task; finished runs are reused.
 bench-adapt: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
-	$(BIN)/python benchmarks/adapt_table.py $(if $(filter command line,$(origin TASK)),--tasks $(TASK)) $(ARGS)
+	$(BIN)/python -m benchmarks.adapt_table $(if $(filter command line,$(origin TASK)),--tasks $(TASK)) $(ARGS)
 
 # Target image, pseudo-label, prediction, ground truth of the newest run's last.ckpt, written into that
 # run's folder (runs/<profile>/<task>/version_<n>/figure.png). The tracked README figure is replaced

@@ -16,8 +16,8 @@ go to ``--workers`` processes with one thread each (two OpenMP threads per proce
 are ~50x slower), longest first. Each finished run is appended to ``--runs`` (JSON lines) at once, so
 an interrupted table resumes where it stopped; then the summary is written:
 
-    python benchmarks/adapt_table.py                          # 3 tasks x 6 methods x 2 seeds
-    python benchmarks/adapt_table.py --tasks rgb2infrared --seeds 0 1 2
+    python -m benchmarks.adapt_table                          # 3 tasks x 6 methods x 2 seeds
+    python -m benchmarks.adapt_table --tasks rgb2infrared --seeds 0 1 2
 
 Outputs: ``--json`` (every run and every cell), ``--chart`` (PNG, mIoU per method per task, bars =
 mean, whiskers = min and max over seeds) and the table between the markers in ``--markdown``.
@@ -38,7 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import BARE_TRAINER
+from jsonargparse import Namespace
+
+from benchmarks.common import BARE_TRAINER, has_markers, markers, write_atomic
+from benchmarks.common import replace_between_markers as common_replace
 
 TASKS = ("rgb2depth", "rgb2infrared", "rgb2event")
 _SELF_TRAINING = {"mode": "madm", "classmix": True, "ema": True}
@@ -54,8 +57,9 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 # Relative cost per iteration (student passes, teacher, palette encodes), to start the long runs first.
 _COST = {"source-only": 1, "oracle": 1, "self-training": 2.6, "+DPLG": 2.6, "+LPLR": 3.2, "MADM": 3.2}
-MARK_START = "<!-- adapt-table:start -->"
-MARK_END = "<!-- adapt-table:end -->"
+#: The section of ``--markdown`` this script fills.
+SECTION = "adapt-table"
+MARK_START, MARK_END = markers(SECTION)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -112,7 +116,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if not (args.data / "synthetic.json").is_file():
         parser.error(f"--data {args.data}: no synthetic world there; run `make data` first")
-    if args.markdown.is_file() and not {MARK_START, MARK_END} <= set(args.markdown.read_text().splitlines()):
+    if args.markdown.is_file() and not has_markers(args.markdown.read_text(), SECTION):
         # checked before an hour of training, not after it
         parser.error(
             f"--markdown {args.markdown}: add the lines {MARK_START} and {MARK_END} where the table goes"
@@ -140,20 +144,23 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def demo_config(task: str) -> dict[str, Any]:
-    """``configs/demo/<task>.yaml``: the small recipe every run of the table starts from."""
-    return yaml.safe_load(Path("configs", "demo", f"{task}.yaml").read_text())
+def demo_config(task: str, options: Sequence[str] = ()) -> Namespace:
+    """``configs/demo/<task>.yaml``, the small recipe every run of the table starts from, as ``madm-pl
+    fit`` parses it (its base included) with ``options`` (``--model.init_args.lr=0.001``, ...) added."""
+    from madm_pl.cli import parse_config
+
+    return parse_config(["-c", str(Path("configs", "demo", f"{task}.yaml")), *options])
 
 
 def run_setup(args: argparse.Namespace, task: str) -> dict[str, Any]:
     """What defines a run besides (task, method, seed): iterations, evaluation interval, backbone, data,
     overrides. Written into every run's key, so a changed recipe never reuses an old result."""
     config = demo_config(task)
-    iterations = args.iterations or int(config["trainer"]["max_steps"])
+    iterations = args.iterations or int(config.trainer.max_steps)
     return {
         "iterations": iterations,
         "every": args.every or max(1, iterations // 6),  # 100 for the 600-iteration demo recipe
-        "backbone": args.backbone or config["model"]["init_args"]["backbone"],
+        "backbone": args.backbone or config.model.init_args.backbone,
         "data": str(args.data),
         "overrides": dict(sorted(args.overrides.items())),
     }
@@ -164,10 +171,29 @@ def run_key(task: str, method: str, seed: int, setup: dict[str, Any]) -> str:
     return json.dumps({"task": task, "method": method, "seed": seed, **setup}, sort_keys=True)
 
 
+def run_options(task: str, method: str, seed: int, setup: dict[str, Any]) -> list[str]:
+    """The ``madm-pl fit`` options a run adds to its demo config: the method's switches, the seed, the
+    backbone, the data folder's roots and the overrides (``--model.init_args.lr=0.001``, ...)."""
+    model_args = {**METHODS[method], "backbone": setup["backbone"], "seed": seed}
+    data_args = {"seed": seed, "target_train_labels": True}
+    roots = demo_config(task).data.init_args
+    for key in ("source_root", "target_root"):
+        data_args[key] = str(Path(setup["data"], Path(roots[key]).name))
+    for key, value in setup["overrides"].items():
+        section, option = key.split(".")
+        (model_args if section == "model" else data_args)[option] = value
+    return [
+        f"--{section}.init_args.{option}={value if isinstance(value, str) else json.dumps(value)}"
+        for section, values in (("model", model_args), ("data", data_args))
+        for option, value in values.items()
+    ]
+
+
 def build_run(job: dict[str, Any], module_class: type | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """The module, datamodule and Trainer arguments of one run: the demo config of ``job["task"]``
-    (its model and data options, its iterations, its DPLG end and EMA cap) with the method's switches,
-    the job's seed, backbone and overrides, and ``setup["iterations"]``.
+    """The module, datamodule and Trainer arguments of one run: the demo config of ``job["task"]`` as
+    ``madm-pl fit`` parses it (its model and data options, its DPLG end and EMA cap, its gradient clip)
+    with the method's switches, the job's seed, backbone, data folder and overrides given as options on
+    top, and ``setup["iterations"]``; the table's own bare Trainer (no logger, checkpoints or callbacks).
 
     The target training labels are always loaded: the oracle trains on them; for the other methods
     ``MADMModule`` only logs the teacher's pseudo-label accuracy with them (a diagnostic: no method
@@ -176,28 +202,20 @@ def build_run(job: dict[str, Any], module_class: type | None = None) -> tuple[An
     """
     from lightning.pytorch import seed_everything
 
-    from madm_pl.data import CrossModalityDataModule
-    from madm_pl.module import MADMModule
+    from madm_pl.cli import instantiate
 
     task, method, seed, setup = job["task"], job["method"], job["seed"], job["setup"]
-    config = demo_config(task)
-    model_args = {**config["model"]["init_args"], **METHODS[method]}
-    data_args = dict(config["data"]["init_args"], seed=seed, target_train_labels=True)
-    for key, value in setup["overrides"].items():
-        section, option = key.split(".")
-        (model_args if section == "model" else data_args)[option] = value
-    model_args.update(task=task, backbone=setup["backbone"], seed=seed)
-    for key in ("source_root", "target_root"):
-        data_args[key] = str(Path(setup["data"], Path(data_args[key]).name))
+    options = run_options(task, method, seed, setup)
+    config = demo_config(task, options)
     seed_everything(seed, verbose=False)
-    module = (module_class or MADMModule)(**model_args)
-    data = CrossModalityDataModule(**data_args)
+    module = instantiate(config.model, module_class)
+    data = instantiate(config.data)
     trainer_args = dict(
         accelerator="cpu",
         devices=1,
         max_steps=setup["iterations"],
-        gradient_clip_val=config["trainer"]["gradient_clip_val"],
-        gradient_clip_algorithm=config["trainer"]["gradient_clip_algorithm"],
+        gradient_clip_val=config.trainer.gradient_clip_val,
+        gradient_clip_algorithm=config.trainer.gradient_clip_algorithm,
         **BARE_TRAINER,
     )
     return module, data, trainer_args
@@ -278,6 +296,8 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[s
     jobs = []
     for task in args.tasks:
         setup = run_setup(args, task)
+        # A bad --set fails here, with the parser's message, not in a worker an hour later.
+        demo_config(task, run_options(task, args.methods[0], args.seeds[0], setup))
         for method in args.methods:
             for seed in args.seeds:
                 key = run_key(task, method, seed, setup)
@@ -413,18 +433,7 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 def replace_between_markers(document: str, content: str) -> str:
     """The text between MARK_START and MARK_END replaced by ``content`` (markers kept)."""
-    if MARK_START not in document or MARK_END not in document:
-        raise ValueError(f"the markdown file has no '{MARK_START}' ... '{MARK_END}' block to fill")
-    head, rest = document.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    return f"{head}{MARK_START}\n{content}\n{MARK_END}{tail}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    return common_replace(document, content, SECTION)
 
 
 def paired_differences(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -527,12 +536,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     print("\n" + content)
     record = {"setup": vars(args) | {"tasks": tasks}, "runs": setup_runs, **summary}
-    _write_atomic(args.json, json.dumps(record, indent=1, default=str) + "\n")
+    write_atomic(args.json, json.dumps(record, indent=1, default=str) + "\n")
     write_chart(summary, tasks, methods, args.chart)
     if args.curves_task in tasks:
         write_curves_chart(setup_runs, args.curves_task, methods, args.curves_chart)
     if args.markdown.is_file():
-        _write_atomic(args.markdown, replace_between_markers(args.markdown.read_text(), content))
+        write_atomic(args.markdown, replace_between_markers(args.markdown.read_text(), content))
     return summary
 
 

@@ -1,4 +1,9 @@
-"""Shared by the benchmark scripts: random training batches and the arguments of a bare Trainer."""
+"""Shared by the benchmark scripts: random training batches, the arguments of a bare Trainer, timing on
+CPU or GPU, the GiB column and the report sections the scripts fill in BENCHMARKS.md."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -37,3 +42,59 @@ class RandomPairs(Dataset):
             "source_label": label,
             "target_image": torch.rand(3, *shape, generator=generator),
         }
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> list[float]:
+    """Wall seconds of each of ``repeats`` calls of ``fn``, synchronised before and after on GPU."""
+    durations = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def gib(value: float | None) -> str:
+    """A memory column: ``"1.23"`` GiB, or ``"-"`` where none was measured (CPU)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The lines around a script's section of a markdown report: ``<!-- name:start -->`` and
+    ``<!-- name:end -->``."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def has_markers(document: str, name: str) -> bool:
+    """Whether ``document`` has both marker lines of ``name``."""
+    return set(markers(name)) <= set(document.splitlines())
+
+
+def replace_between_markers(document: str, content: str, name: str) -> str:
+    """The text between the markers of ``name`` replaced by ``content`` (markers kept).
+
+    Raises:
+        ValueError: the document lacks one of the markers.
+    """
+    start, end = markers(name)
+    if start not in document or end not in document:
+        raise ValueError(f"the markdown file has no '{start}' ... '{end}' block to fill")
+    head, rest = document.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{content}\n{end}{tail}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

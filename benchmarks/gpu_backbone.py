@@ -3,11 +3,11 @@
 The GPU check (SPEC section 6b): ``sd14-random`` (SD v1-4's architecture, random weights) at 512x512,
 batch 2 and 1, bf16 autocast, with and without UNet gradient checkpointing, paper-width head (embed 256):
 
-    python benchmarks/gpu_backbone.py                      # defaults: cuda, 512, sd14-random, embed 256
+    python -m benchmarks.gpu_backbone                      # defaults: cuda, 512, sd14-random, embed 256
 
 CPU smoke test (seconds):
 
-    python benchmarks/gpu_backbone.py --device cpu --size 64 --preset tiny --embed-dim 32
+    python -m benchmarks.gpu_backbone --device cpu --size 64 --preset tiny --embed-dim 32
 
 - student: conditioning + backbone (t = 0) + head, forward and backward of ``logits.mean() + |latent|.mean()``
   (no optimiser step, so no AdamW state in the peak).
@@ -20,11 +20,11 @@ Timings are the median of ``--repeats`` runs after ``--warmup`` runs (CUDA-synch
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 
+from benchmarks.common import gib, synchronize, timed
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 
 
@@ -50,16 +50,10 @@ def measure(
     """Median seconds of ``fn`` and peak allocated GiB over the measured runs (None on CPU)."""
     for _ in range(warmup):
         fn()
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = timed(fn, repeats, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return statistics.median(times), peak
 
@@ -124,13 +118,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     for row in rows:
         print(
             f"| {row['batch']} | {'on' if row['unet_checkpointing'] else 'off'} | {row['student_ms']:.1f} | "
-            f"{_gib(row['student_peak_gib'])} | {row['teacher_ms']:.1f} | {_gib(row['teacher_peak_gib'])} |"
+            f"{gib(row['student_peak_gib'])} | {row['teacher_ms']:.1f} | {gib(row['teacher_peak_gib'])} |"
         )
     return rows
-
-
-def _gib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ projections 512/128, width 128), gradient clipping 0.01, AdamW. The backbone is 
 v1-4's architecture, random weights: the same memory and time as the real weights) and the data are
 random tensors, so nothing needs downloading:
 
-    python benchmarks/gpu_recipe.py                       # GPU: every mode, 5 + 20 iterations each
-    python benchmarks/gpu_recipe.py --modes recipe eager  # GPU: only these modes
-    python benchmarks/gpu_recipe.py --json $OUT/recipe.json
-    python benchmarks/gpu_recipe.py --smoke               # CPU, tiny stack, 64x64, narrow head: seconds
+    python -m benchmarks.gpu_recipe                       # GPU: every mode, 5 + 20 iterations each
+    python -m benchmarks.gpu_recipe --modes recipe eager  # GPU: only these modes
+    python -m benchmarks.gpu_recipe --json $OUT/recipe.json
+    python -m benchmarks.gpu_recipe --smoke               # CPU, tiny stack, 64x64, narrow head: seconds
 
 Modes (what differs from the recipe):
 
@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import BARE_TRAINER, RandomPairs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
+from benchmarks.common import BARE_TRAINER, RandomPairs, gib, synchronize
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
@@ -98,23 +98,19 @@ class IterationTimer(Callback):
         self.elapsed = 0.0
         self.iterations = 0
 
-    def _sync(self, device: torch.device) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-iteration
         if trainer.global_step == self.warmup:
-            self._sync(pl_module.device)
+            synchronize(pl_module.device)
             if pl_module.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._sync(pl_module.device)
+        synchronize(pl_module.device)
         if self.start is not None:
             self.elapsed = time.perf_counter() - self.start
             self.iterations = trainer.global_step - self.warmup
@@ -252,17 +248,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         shown = "-" if errors is None else ", ".join(f"{error:.1e}" for error in errors)
         print(
             f"| {row['mode']} | {row['iterations']} | {row['seconds_per_iteration']:.3f} | "
-            f"{row['iterations_per_second']:.3f} | {_gib(row['peak_allocated_gib'])} | "
-            f"{_gib(row['peak_reserved_gib'])} | {shown} |"
+            f"{row['iterations_per_second']:.3f} | {gib(row['peak_allocated_gib'])} | "
+            f"{gib(row['peak_reserved_gib'])} | {shown} |"
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"setup": header, "rows": rows}, indent=2) + "\n")
     return rows
-
-
-def _gib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ trainable parameters (UNet, conditioning, head), overall and per part. Training 
 gradients to a norm of 0.01 (the paper's value), so the share of each term in that sum decides how much
 of every step goes to segmentation.
 
-    python benchmarks/lplr_gradients.py                         # priors/tiny and random tiny weights
-    python benchmarks/lplr_gradients.py --backbones priors/tiny --task rgb2event
+    python -m benchmarks.lplr_gradients                         # priors/tiny and random tiny weights
+    python -m benchmarks.lplr_gradients --backbones priors/tiny --task rgb2event
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import yaml
 
-from madm_pl.data import CrossModalityDataModule
+from madm_pl.cli import instantiate, parse_config
 from madm_pl.method.lplr import lplr_loss
 from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.module import MADMModule
@@ -59,17 +58,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--batches", type=int, default=4, help="batches averaged")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = yaml.safe_load(Path("configs", "demo", f"{args.task}.yaml").read_text())
-    data_args = dict(config["data"]["init_args"])
-    for key in ("source_root", "target_root"):
-        data_args[key] = str(args.data / Path(data_args[key]).name)
-    data = CrossModalityDataModule(**data_args)
+    # The demo config as madm-pl fit parses it (its base included), the data under --data.
+    config = parse_config(["-c", str(Path("configs", "demo", f"{args.task}.yaml"))])
+    roots = {
+        key: str(args.data / Path(config.data.init_args[key]).name) for key in ("source_root", "target_root")
+    }
+    data = instantiate(config.data, **roots)
     data.setup("fit")
     batches = [b for _, b in zip(range(args.batches), data.train_dataloader(), strict=False)]
     rows = []
     for backbone in args.backbones:
         torch.manual_seed(0)
-        module = MADMModule(**{**config["model"]["init_args"], "backbone": backbone})
+        module = instantiate(config.model, backbone=backbone)
         module.train()
         totals: dict[str, float] = {}
         for batch in batches:

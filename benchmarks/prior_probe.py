@@ -8,7 +8,7 @@ segmenter trained on RGB would lose if the UNet were frozen. For scale, the same
 modality itself ("same-modality"). Issue 12 compared the committed prior with cross-modally aligned ones
 (BENCHMARKS.md, "The small recipe"):
 
-    python benchmarks/prior_probe.py --backbones priors/tiny /path/to/aligned_prior --scenes 48
+    python -m benchmarks.prior_probe --backbones priors/tiny /path/to/aligned_prior --scenes 48
 """
 
 from __future__ import annotations

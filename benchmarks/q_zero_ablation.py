@@ -14,7 +14,7 @@ table's self-training run (``adapt_table.py``: demo config, same seeds, the same
   (evaluation normalises with statistics of source images only, as in source-only training).
 - ``head-only``: the mixed pass trains only the head (its UNet features are detached).
 
-    python benchmarks/q_zero_ablation.py --seeds 0 1 --set model.lr=1e-4 --iterations 300
+    python -m benchmarks.q_zero_ablation --seeds 0 1 --set model.lr=1e-4 --iterations 300
 
 Writes every run to ``--runs`` (JSON lines, resumable) and prints a table: mean mIoU over the seeds and
 the paired difference to self-training.
@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapt_table import METHODS, parse_overrides, read_runs, run_key, train_and_test
+from benchmarks.adapt_table import METHODS, parse_overrides, read_runs, run_key, train_and_test
 
 VARIANTS = ("no-strong-augmentation", "source-background", "frozen-bn-statistics", "head-only")
 

@@ -8,14 +8,16 @@ Floor: the work no implementation of the method can skip, at the same batch and 
 forward+backward passes (source and mixed image; each includes its VAE encode and the decode of the
 UNet output), one teacher forward without gradient, and the two VAE encodes of the LPLR palettes.
 
-    python benchmarks/step_cost.py                       # tiny stack, CPU, 64x64, batch 2 (the demo)
-    python benchmarks/step_cost.py --data random --backbone sd14-random --size 512 --paper-head \\
+    python -m benchmarks.step_cost                       # tiny stack, CPU, 64x64, batch 2 (the demo)
+    python -m benchmarks.step_cost --data random --backbone sd14-random --size 512 --paper-head \\
         --precision bf16-mixed --accelerator gpu          # the paper model on a GPU, random tensors
 
 ``--data random`` feeds random tensors (``common.RandomPairs``) instead of the synthetic world, so
 the GPU run needs nothing on disk (and no albumentations); the loader rate is then that of the tensors.
 
-Prints a markdown report (ratio, peak memory, profiler table, loader rate) and writes it with --out.
+Prints a markdown report (ratio, peak memory, profiler table, loader rate); ``--markdown`` writes it
+into the file's ``<!-- step-cost:start -->`` ... ``<!-- step-cost:end -->`` section (``make bench``:
+BENCHMARKS.md), ``--out`` into a file of its own.
 """
 
 from __future__ import annotations
@@ -28,14 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import BARE_TRAINER, RandomPairs
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
+from benchmarks.common import (
+    BARE_TRAINER,
+    RandomPairs,
+    has_markers,
+    markers,
+    replace_between_markers,
+    synchronize,
+    timed,
+    write_atomic,
+)
 from madm_pl.labels import get_task
 from madm_pl.method.lplr import painted_label
 from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.module import MADMModule
+
+#: The section of ``--markdown`` this script fills.
+SECTION = "step-cost"
 
 
 class StepTimer(Callback):
@@ -46,17 +60,12 @@ class StepTimer(Callback):
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self.durations.append(time.perf_counter() - self._start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def floor_step(module: MADMModule, batch: dict[str, torch.Tensor]) -> None:
@@ -74,17 +83,6 @@ def floor_step(module: MADMModule, batch: dict[str, torch.Tensor]) -> None:
         for _ in range(2):
             module.backbone.encode(painted_label(source_label, module.palette))
     module.zero_grad(set_to_none=True)
-
-
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    durations = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        durations.append(time.perf_counter() - start)
-    return durations
 
 
 def make_trainer(args: argparse.Namespace, max_steps: int, callbacks: list[Callback]) -> Trainer:
@@ -161,7 +159,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--out", help="also write the report to this markdown file")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help=f"also write the report between the {' and '.join(markers(SECTION))} lines of this file "
+        "(make bench: BENCHMARKS.md)",
+    )
     args = parser.parse_args(argv)
+    if args.markdown is not None and not (
+        args.markdown.is_file() and has_markers(args.markdown.read_text(), SECTION)
+    ):
+        # checked before the measurement, not after it
+        parser.error(
+            f"--markdown {args.markdown}: add the lines {' and '.join(markers(SECTION))} where the "
+            "report goes"
+        )
 
     if args.paper_head:
         args.head_embed_dim, args.head_projection_channels = 256, 512
@@ -255,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
+    if args.markdown is not None:
+        write_atomic(args.markdown, replace_between_markers(args.markdown.read_text(), report, SECTION))
 
 
 if __name__ == "__main__":

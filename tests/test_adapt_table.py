@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import argparse
+from pathlib import Path
+from types import ModuleType
 
-from tests.benchmark_scripts import load_script
+import benchmarks.adapt_table
+import pytest
 
 
 @pytest.fixture(scope="module")
-def table() -> dict:
-    return load_script("adapt_table.py")
+def table() -> ModuleType:
+    return benchmarks.adapt_table
 
 
-def test_each_ingredient_adds_exactly_its_switches(table: dict) -> None:
-    methods = table["METHODS"]
+def test_each_ingredient_adds_exactly_its_switches(table: ModuleType) -> None:
+    methods = table.METHODS
 
     def changed(a: str, b: str) -> dict:
         return {k: v for k, v in methods[b].items() if methods[a][k] != v}
@@ -33,7 +36,7 @@ def _run(task: str, method: str, seed: int, miou: float) -> dict:
     return {"task": task, "method": method, "seed": seed, "miou": miou}
 
 
-def test_summary_mean_spread_and_gap_closed(table: dict) -> None:
+def test_summary_mean_spread_and_gap_closed(table: ModuleType) -> None:
     runs = [
         _run("rgb2depth", "source-only", 0, 10.0),
         _run("rgb2depth", "source-only", 1, 14.0),
@@ -45,7 +48,7 @@ def test_summary_mean_spread_and_gap_closed(table: dict) -> None:
         _run("rgb2depth", "self-training", 1, 20.0),
     ]
     methods = ["source-only", "oracle", "self-training", "MADM"]
-    summary = table["summarise"](runs, ["rgb2depth"], methods)
+    summary = table.summarise(runs, ["rgb2depth"], methods)
     cells = summary["cells"]["rgb2depth"]
     assert cells["MADM"]["mean"] == 24.0 and cells["MADM"]["min"] == 21.0 and cells["MADM"]["max"] == 27.0
     assert cells["MADM"]["std"] == pytest.approx(18**0.5)  # sample std of (27, 21)
@@ -58,49 +61,64 @@ def test_summary_mean_spread_and_gap_closed(table: dict) -> None:
         1: ["MADM", "self-training"],
     }
 
-    text = table["markdown_table"](summary, ["rgb2depth"], methods)
+    text = table.markdown_table(summary, ["rgb2depth"], methods)
     assert "| MADM | 24.0 ± 4.2 (+40 %) |" in text
     assert "| source-only | 12.0 ± 2.8 |" in text
 
 
-def test_seeds_note_names_each_task_when_their_seeds_differ(table: dict) -> None:
+def test_seeds_note_names_each_task_when_their_seeds_differ(table: ModuleType) -> None:
     same = [_run(t, "oracle", seed, 1.0) for t in ("rgb2depth", "rgb2event") for seed in (0, 1)]
-    assert table["seeds_note"](same, ["rgb2depth", "rgb2event"]) == "seeds [0, 1]"
+    assert table.seeds_note(same, ["rgb2depth", "rgb2event"]) == "seeds [0, 1]"
     mixed = same + [_run("rgb2event", "oracle", 2, 1.0)]
     assert (
-        table["seeds_note"](mixed, ["rgb2depth", "rgb2event"])
-        == "seeds rgb2depth [0, 1], rgb2event [0, 1, 2]"
+        table.seeds_note(mixed, ["rgb2depth", "rgb2event"]) == "seeds rgb2depth [0, 1], rgb2event [0, 1, 2]"
     )
 
 
-def test_gap_closed_needs_both_ends(table: dict) -> None:
+def test_gap_closed_needs_both_ends(table: ModuleType) -> None:
     runs = [_run("rgb2event", "MADM", 0, 20.0), _run("rgb2event", "source-only", 0, 10.0)]
-    summary = table["summarise"](runs, ["rgb2event"], ["source-only", "MADM"])
+    summary = table.summarise(runs, ["rgb2event"], ["source-only", "MADM"])
     assert summary["cells"]["rgb2event"]["MADM"]["gap_closed"] is None
 
 
-def test_markdown_block_is_replaced_between_markers(table: dict) -> None:
-    start, end = table["MARK_START"], table["MARK_END"]
+def test_markdown_block_is_replaced_between_markers(table: ModuleType) -> None:
+    start, end = table.MARK_START, table.MARK_END
     document = f"# B\n\nbefore\n{start}\nold table\n{end}\nafter\n"
-    new = table["replace_between_markers"](document, "new table")
+    new = table.replace_between_markers(document, "new table")
     assert new == f"# B\n\nbefore\n{start}\nnew table\n{end}\nafter\n"
     with pytest.raises(ValueError, match="adapt-table:start"):
-        table["replace_between_markers"]("no markers", "x")
+        table.replace_between_markers("no markers", "x")
 
 
-def test_a_changed_setup_never_reuses_a_run(table: dict) -> None:
-    key = table["run_key"]
+def test_a_changed_setup_never_reuses_a_run(table: ModuleType) -> None:
+    key = table.run_key
     setup = {"iterations": 300, "backbone": "priors/tiny", "ema_max_alpha": 0.99, "data": "data/synthetic"}
     assert key("rgb2depth", "MADM", 0, setup) == key("rgb2depth", "MADM", 0, dict(setup))
     assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 0, setup | {"iterations": 400})
     assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 1, setup)
 
 
-def test_a_markdown_file_without_markers_is_refused_before_training(table: dict, tmp_path) -> None:
+def test_a_markdown_file_without_markers_is_refused_before_training(table: ModuleType, tmp_path) -> None:
     (tmp_path / "synthetic.json").write_text("{}")
     document = tmp_path / "B.md"
     document.write_text("# Benchmarks\n")
     with pytest.raises(SystemExit):
-        table["parse_args"](["--data", str(tmp_path), "--markdown", str(document)])
-    document.write_text(f"# Benchmarks\n{table['MARK_START']}\n{table['MARK_END']}\n")
-    assert table["parse_args"](["--data", str(tmp_path), "--markdown", str(document)]).markdown == document
+        table.parse_args(["--data", str(tmp_path), "--markdown", str(document)])
+    document.write_text(f"# Benchmarks\n{table.MARK_START}\n{table.MARK_END}\n")
+    assert table.parse_args(["--data", str(tmp_path), "--markdown", str(document)]).markdown == document
+
+
+def test_a_resumed_table_finds_the_finished_runs(table: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The keys of benchmarks/results/adapt_runs.jsonl were written by the script that read the demo
+    # configs as plain YAML; parsed now through the CLI (base + task file), the same runs get the same keys.
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    runs = table.read_runs(repo / "benchmarks" / "results" / "adapt_runs.jsonl")
+    args = argparse.Namespace(
+        iterations=None, every=None, backbone=None, data=Path("data/synthetic"), overrides={}
+    )
+    setups = {task: table.run_setup(args, task) for task in table.TASKS}
+    current = [row for row in runs.values() if row.get("every") == 100 and row.get("overrides") == {}]
+    assert len(current) >= 30  # the table's runs of the demo recipe, every task, method and seed
+    for row in current:
+        assert table.run_key(row["task"], row["method"], row["seed"], setups[row["task"]]) == row["key"]

@@ -21,8 +21,8 @@ from PIL import Image
 
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO
 from madm_pl.cli import main
-from madm_pl.data.datamodule import CrossModalityTrainDataset
 from madm_pl.data.io import read_image
+from madm_pl.data.samples import CrossModalityTrainDataset
 from madm_pl.labels import TASKS
 from madm_pl.module import MADMModule
 from tests.cli_runs import DEMO, REPO, small_run_args
@@ -74,8 +74,11 @@ def test_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_unknown_key_in_yaml_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the typo in the base the task file includes (configs/demo/base.yaml), as a user would copy both
+    base = (DEMO.parent / "base.yaml").read_text()
+    (tmp_path / "base.yaml").write_text(base.replace("    classmix: true", "    class_mix: true"))
     config = tmp_path / "bad.yaml"
-    config.write_text(DEMO.read_text().replace("    classmix: true", "    class_mix: true"))
+    config.write_text(DEMO.read_text())
     with pytest.raises(SystemExit):
         main(["fit", "-c", str(config)])
     assert "class_mix" in capsys.readouterr().err

@@ -284,3 +284,25 @@ def test_custom_modality_config(
     )
     [(title, rows)] = iou_tables(caplog.text)
     assert title.startswith("val after iteration 1") and len(rows) == 9
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["rgb2depth", "rgb2infrared", "rgb2event", "demo/rgb2depth", "demo/rgb2infrared", "demo/rgb2event"],
+)
+def test_task_file_includes_its_base(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `-c <task>.yaml` reads base.yaml first (the task file's `config:` key): the same as naming both
+    task_file = REPO / "configs" / f"{config}.yaml"
+    base = task_file.parent / "base.yaml"
+    alone = parse(monkeypatch, "-c", str(task_file))
+    both = parse(monkeypatch, "-c", str(base), "-c", str(task_file))
+    alone.pop("config"), both.pop("config")
+    assert alone == both
+    # the base's shared values reach the task (the task file does not set them)
+    assert alone.trainer.max_steps == (600 if config.startswith("demo") else 10_000)
+    assert alone.data.init_args.task == alone.model.init_args.task == Path(config).name
+    # and a value the task file sets replaces the base's
+    assert (
+        alone.trainer.default_root_dir
+        == f"runs/{'demo' if config.startswith('demo') else 'paper'}/{Path(config).name}"
+    )

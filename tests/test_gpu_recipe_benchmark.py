@@ -1,26 +1,26 @@
-"""benchmarks/gpu_recipe.py: the CPU smoke run (tiny stack, 64x64) and its gradient comparison."""
+"""benchmarks.gpu_recipe: the CPU smoke run (tiny stack, 64x64) and its gradient comparison."""
 
 from __future__ import annotations
 
 import copy
 import json
 from pathlib import Path
+from types import ModuleType
 
+import benchmarks.gpu_recipe
 import pytest
 import torch
 
-from tests.benchmark_scripts import load_script
-
 
 @pytest.fixture(scope="module")
-def benchmark() -> dict:
-    return load_script("gpu_recipe.py")
+def benchmark() -> ModuleType:
+    return benchmarks.gpu_recipe
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/num_workers advice
-def test_smoke_run_times_the_recipe_step(benchmark: dict, tmp_path: Path) -> None:
+def test_smoke_run_times_the_recipe_step(benchmark: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "recipe.json"
-    rows = benchmark["main"](["--smoke", "--warmup", "1", "--steps", "1", "--json", str(out)])
+    rows = benchmark.main(["--smoke", "--warmup", "1", "--steps", "1", "--json", str(out)])
     assert [row["mode"] for row in rows] == ["recipe"]
     assert rows[0]["iterations"] == 1 and rows[0]["seconds_per_iteration"] > 0
     assert rows[0]["peak_allocated_gib"] is None  # no CUDA memory on the CPU
@@ -28,22 +28,22 @@ def test_smoke_run_times_the_recipe_step(benchmark: dict, tmp_path: Path) -> Non
     assert "batch 1 x 2 accumulated" in written["setup"] and written["rows"] == rows
 
 
-def test_tap_gradient_errors_are_zero_for_the_same_network(benchmark: dict) -> None:
-    args = benchmark["parse_args"](["--smoke"])
-    module = benchmark["build_module"](args, checkpointing=False, compile_unet=False)
+def test_tap_gradient_errors_are_zero_for_the_same_network(benchmark: ModuleType) -> None:
+    args = benchmark.parse_args(["--smoke"])
+    module = benchmark.build_module(args, checkpointing=False, compile_unet=False)
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert benchmark["tap_gradient_errors"](module, copy.deepcopy(module), image) == [0.0, 0.0, 0.0]
+    assert benchmark.tap_gradient_errors(module, copy.deepcopy(module), image) == [0.0, 0.0, 0.0]
 
 
-def test_options(benchmark: dict) -> None:
-    args = benchmark["parse_args"]([])
+def test_options(benchmark: ModuleType) -> None:
+    args = benchmark.parse_args([])
     assert (args.modes, args.warmup, args.steps, args.smoke) == (
         ["recipe", "eager", "compiled", "compiled-ckpt"],
         5,
         20,
         False,
     )
-    args = benchmark["parse_args"](["--smoke", "--modes", "compiled", "--task", "rgb2event"])
+    args = benchmark.parse_args(["--smoke", "--modes", "compiled", "--task", "rgb2event"])
     assert (args.modes, args.warmup, args.steps, args.task) == (["compiled"], 1, 2, "rgb2event")
     with pytest.raises(SystemExit):
-        benchmark["parse_args"](["--steps", "0"])
+        benchmark.parse_args(["--steps", "0"])

@@ -36,3 +36,19 @@ def test_figure_reads_the_newest_run_and_leaves_the_tracked_figure_alone() -> No
     assert paper.endswith("--runs runs/paper/rgb2event")
     out = make_n("figure", "OUT=docs/figures/demo_rgb2infrared.png").stdout.strip().splitlines()[-1]
     assert out.endswith("--runs runs/demo/rgb2infrared --out docs/figures/demo_rgb2infrared.png")
+
+
+def test_benchmark_targets_run_the_benchmarks_package() -> None:
+    bench = make_n("bench").stdout.strip().splitlines()[-1]
+    assert bench.endswith("-m benchmarks.step_cost --markdown BENCHMARKS.md")  # its section of BENCHMARKS.md
+    adapt = make_n("bench-adapt", "TASK=rgb2event").stdout.strip().splitlines()[-1]
+    assert "-m benchmarks.adapt_table --tasks rgb2event" in adapt
+
+
+@pytest.mark.parametrize("target", ["train", "prepare"])
+def test_task_is_one_of_the_three(target: str) -> None:
+    # configs/demo/base.yaml exists but is no task: the check that stops the target names the tasks
+    check = next(line for line in make_n(target, "TASK=base").stdout.splitlines() if "no config" in line)
+    assert check.startswith('test -n "" -a -f configs/demo/base.yaml')
+    assert "TASK is one of rgb2depth rgb2infrared rgb2event" in check
+    assert make_n(target, "TASK=rgb2depth").stdout.count('test -n "rgb2depth"') == 1

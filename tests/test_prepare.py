@@ -12,8 +12,9 @@ import pytest
 
 from madm_pl import prepare as prepare_module
 from madm_pl.cli import main as cli_main
+from madm_pl.cli import parse_config
 from madm_pl.data.rcs import CACHE_NAME
-from madm_pl.prepare import DatasetSizeWarning, main
+from madm_pl.prepare import DatasetSizeWarning, main, parse_datamodule
 from tests.fake_trees import (
     FakeTree,
     split_label,
@@ -284,4 +285,17 @@ def test_prepare_refuses_abbreviated_options(capsys: pytest.CaptureFixture) -> N
     with pytest.raises(SystemExit) as error:
         main(["--data.tas=rgb2infrared", "--data.source_root=/a", "--data.target_root=/b"])
     assert error.value.code == 2
-    assert "unrecognized arguments: --data.tas=rgb2infrared" in capsys.readouterr().err
+    assert "Option 'tas' is not accepted" in capsys.readouterr().err  # madm-pl fit's parser, its message
+
+
+def test_prepare_builds_the_datamodule_fit_would(cityscapes_tree: FakeTree, fmb_tree: FakeTree) -> None:
+    # one parser: the same -c (a composed demo config) and --data.* options give the same data options
+    args = ["-c", str(REPO / "configs" / "demo" / "rgb2infrared.yaml"), *roots(cityscapes_tree, fmb_tree)]
+    datamodule = parse_datamodule([*args, "--data.seed=7"])
+    fit = parse_config([*args, "--data.init_args.seed=7"]).data.init_args
+    assert dict(datamodule.hparams) == fit.as_dict()
+    assert (datamodule.seed, datamodule.crop_size, datamodule.target_root) == (
+        7,
+        (64, 64),
+        str(fmb_tree.root),
+    )

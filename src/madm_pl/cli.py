@@ -5,6 +5,10 @@ the same config and use the newest run's ``last.ckpt`` unless given ``--ckpt_pat
 prepare`` checks a data tree and caches the RCS statistics. lightning 2.6 installs only a ``fabric``
 script, so this project provides the ``lightning`` command users expect (``lightning fit -c ...``).
 
+``madm-pl prepare`` and the benchmarks read a config with the same parser (``ConfigOnlyCLI``,
+``parse_config``), so a config and its ``--data.*`` options mean the same everywhere; a task config
+includes its profile's base (``config: base.yaml``, its first key).
+
 Options are never abbreviated (``--trainer.max_step`` is an error, not ``max_steps``). The
 project's own errors end with one line naming the file or option and the fix (``madm_pl.errors``);
 ``--debug`` or ``MADM_DEBUG=1`` shows the traceback.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -210,22 +215,82 @@ def default_checkpoint(config: Namespace) -> Path:
     return found
 
 
+class ConfigOnlyCLI(MADMCLI):
+    """``MADMCLI`` without a command (``run=False``) that parses and stops: ``config`` is what ``madm-pl
+    fit`` would instantiate (the same options, composed ``-c`` files, links and checks), and nothing is
+    instantiated or seeded. For code that builds only some of the parts: ``madm-pl prepare`` (the
+    datamodule) and the benchmarks (their own Trainer).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Nothing is instantiated, so no hyperparameters need the instantiators of checkpoint loading.
+        kwargs.setdefault("load_from_checkpoint_support", False)
+        kwargs.setdefault("run", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        with warnings.catch_warnings():
+            # Lightning warns when args are given and sys.argv has any: here they always are given.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
+
+    def _set_seed(self) -> None:
+        pass  # seeding is for whoever instantiates the parts
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def cli_options(prog: str = "madm-pl", description: str = DESCRIPTION) -> dict[str, Any]:
+    """The keyword arguments every ``MADMCLI`` of this project takes (after the classes)."""
+    return {
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "save_config_kwargs": {"overwrite": True},
+        "auto_configure_optimizers": False,
+        "parser_kwargs": {"allow_abbrev": False, "prog": prog, "description": description},
+    }
+
+
+def parse_config(args: list[str]) -> Namespace:
+    """The configuration ``madm-pl fit <args>`` runs with, parsed and checked but not instantiated.
+
+    Args:
+        args: ``fit``'s options, e.g. ``["-c", "configs/demo/rgb2infrared.yaml", "--data.init_args.seed=1"]``.
+
+    Returns:
+        ``trainer``, ``model`` and ``data`` (``class_path`` + ``init_args``), the callbacks' sections, ...
+
+    Raises:
+        SystemExit: a bad option or config (jsonargparse's message).
+    """
+    return ConfigOnlyCLI(MADMModule, CrossModalityDataModule, args=args, run=False, **cli_options()).config
+
+
+def instantiate(section: Namespace, class_: type | None = None, **kwargs: Any) -> Any:
+    """The object of a parsed ``class_path`` + ``init_args`` section (``parse_config(...).model``).
+
+    Args:
+        section: the parsed section.
+        class_: instantiate this class instead of ``class_path`` (a subclass taking the same arguments).
+        **kwargs: arguments added to (or replacing) ``init_args``.
+    """
+    if class_ is None:
+        module, _, name = section.class_path.rpartition(".")
+        class_ = getattr(importlib.import_module(module), name)
+    return class_(**{**section.get("init_args", Namespace()).as_dict(), **kwargs})
+
+
 def _run(args: list[str]) -> None:
     if args[:1] and args[0] in EXTRA_COMMANDS:
         module, _ = EXTRA_COMMANDS[args[0]]
         # No Trainer: prepare checks the data, convert maps a reference checkpoint's weights.
         importlib.import_module(module).main(args[1:])
         return
-    MADMCLI(
-        MADMModule,
-        CrossModalityDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        parser_kwargs={"allow_abbrev": False, "prog": "madm-pl", "description": DESCRIPTION},
-    )
+    MADMCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options())
 
 
 def main(args: list[str] | None = None) -> None:

@@ -5,9 +5,11 @@ Run it once per task before training on real data (docs/PAPER_RECIPES.md)::
     madm-pl prepare -c configs/rgb2infrared.yaml \\
         --data.source_root /datasets/Cityscapes --data.target_root /datasets/FMB
 
-It takes the ``--data.*`` options of ``CrossModalityDataModule`` that describe the data (also spelt
-``--data.init_args.*``, as ``madm-pl fit`` takes them); ``-c`` reads ``data.init_args`` of a config
-and the command line overrides it. It then
+It reads its options with the parser of ``madm-pl fit`` (``cli.ConfigOnlyCLI``): the same ``-c``
+configs (composed ones too) and the same ``--data.*`` options (also spelt ``--data.init_args.*``), the
+command line overriding the config; only the datamodule is built. Without a config, ``--data.task``,
+``--data.source_root`` and ``--data.target_root`` are enough (the image sizes, which ``prepare`` does
+not read, have placeholders). It then
 
 1. opens the source (Cityscapes train) and target (train and test) splits exactly as training does
    (same datasets, same file lists, the target train labels too with ``target_train_labels``), so a
@@ -28,8 +30,6 @@ and the command line overrides it. It then
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import os
 import sys
 import warnings
@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from lightning.pytorch.cli import LightningArgumentParser
 
+from madm_pl.cli import ConfigOnlyCLI, cli_options, instantiate
 from madm_pl.data.datamodule import CrossModalityDataModule
-from madm_pl.data.datasets import CityscapesDataset, SegmentationDataset, build_target_dataset
-from madm_pl.data.io import ImageScaling
+from madm_pl.data.datasets import CityscapesDataset, SegmentationDataset
 from madm_pl.data.rcs import (
     CACHE_NAME,
     NUM_SOURCE_CLASSES,
@@ -52,6 +52,7 @@ from madm_pl.data.rcs import (
     load_or_compute_class_counts,
 )
 from madm_pl.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, Task, get_task
+from madm_pl.module import MADMModule
 
 #: Published split sizes (SPEC section 1): (dataset kind, split) -> images.
 PUBLISHED_SIZES: dict[tuple[str, str], int] = {
@@ -67,23 +68,23 @@ PUBLISHED_SIZES: dict[tuple[str, str], int] = {
 #: Width of the longest histogram bar, in characters.
 BAR_WIDTH = 30
 
-#: The datamodule options ``prepare`` reads, with their types.
-OPTIONS: dict[str, type] = {
-    "task": str,
-    "source_root": str,
-    "target_root": str,
-    "target_kind": str,
-    "train_file_list": str,
-    "test_file_list": str,
-    "label_map": str,
-    "dsec_frames": str,
-    "target_train_labels": bool,
-    "rcs_min_pixels": int,
-    "rcs_temperature": float,
-    "image_range": list,
-    "image_percentiles": list,
+#: The options ``prepare`` needs (on the command line or in the config).
+REQUIRED = ("task", "source_root", "target_root")
+#: Placeholders of the datamodule's required options, so that a command line without a config parses;
+#: ``prepare`` reads no image size, and an empty task or root is reported as missing.
+_PLACEHOLDERS = {
+    "task": "",
+    "source_root": "",
+    "target_root": "",
+    "source_resize": [1, 1],
+    "crop_size": [1, 1],
+    "target_resize": [1, 1],
+    "test_size": [1, 1],
 }
-_REQUIRED = ("task", "source_root", "target_root")
+DESCRIPTION = (
+    "Check the data trees of a task (every file training reads), cache the RCS statistics, print label "
+    "histograms. Takes madm-pl fit's -c and --data.* options; reads only the data section."
+)
 
 
 class DatasetSizeWarning(UserWarning):
@@ -124,94 +125,60 @@ class PrepareReport:
     target_pixels: np.ndarray | None = None
 
 
-def _boolean(text: str) -> bool:
-    """``true``/``false`` (any case, or 1/0, yes/no), as LightningCLI reads a bool."""
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(text)
+class PrepareCLI(ConfigOnlyCLI):
+    """The parser of ``madm-pl fit`` for ``prepare``: the model section is optional and the datamodule's
+    required options have placeholders (``_PLACEHOLDERS``), so that the three ``REQUIRED`` options alone
+    parse; a config's other sections are read and checked as ``fit`` reads them, but not used."""
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True)
+        class_path = f"{CrossModalityDataModule.__module__}.{CrossModalityDataModule.__name__}"
+        parser.set_defaults({"data": {"class_path": class_path, "init_args": dict(_PLACEHOLDERS)}})
 
 
-def _pair(text: str) -> list[float]:
-    """``[low, high]`` (YAML, as LightningCLI reads a list)."""
-    value = yaml.safe_load(text)
-    if not isinstance(value, list) or len(value) != 2:
-        raise ValueError(text)
-    return [float(v) for v in value]
+def _fail(message: str) -> None:
+    """Exit as a bad command line does (status 2), the message on stderr."""
+    print(f"madm-pl prepare: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def _optional(kind: type) -> Any:
-    """An argparse type that also accepts ``null``/``none`` (as LightningCLI does) for None."""
-    parse = _boolean if kind is bool else _pair if kind is list else kind
-
-    def convert(text: str) -> Any:
-        return None if text.lower() in ("null", "none") else parse(text)
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``madm-pl prepare`` parser: ``-c/--config`` and ``--data[.init_args].<option>``."""
-    parser = argparse.ArgumentParser(
-        prog="madm-pl prepare",
-        description="Check the data trees of a task (every file training reads), cache the RCS "
-        "statistics, print label histograms.",
-        allow_abbrev=False,  # as madm-pl fit: an abbreviated option is an error, not a guess
-    )
-    parser.add_argument("-c", "--config", help="a madm-pl config YAML; its data.init_args give the defaults")
-    for name, kind in OPTIONS.items():
-        parser.add_argument(
-            f"--data.{name}",
-            f"--data.init_args.{name}",
-            dest=name,
-            type=_optional(kind),
-            default=argparse.SUPPRESS,
-            help=f"as {name} of CrossModalityDataModule",
-        )
-    return parser
+def _config_files(args: Sequence[str]) -> list[str]:
+    """The ``-c``/``--config`` values of a command line."""
+    files = []
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
 
 
-def _config_options(path: str) -> dict[str, Any]:
-    """The data options of a config: ``data.init_args`` (or ``data`` without ``class_path``)."""
-    config = Path(path)
-    if not config.is_file():
-        raise FileNotFoundError(f"config '{config}' not found; fix -c/--config")
-    try:
-        content = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"config '{config}' is not valid YAML ({error})") from None
-    data = content.get("data") if isinstance(content, dict) else None
-    if not isinstance(data, dict):
-        raise ValueError(f"config '{config}' has no 'data' section; pass the --data.* options instead")
-    data = data.get("init_args", data) if "class_path" in data else data
-    return {name: data[name] for name in OPTIONS if name in data}
-
-
-def parse_options(args: Sequence[str]) -> dict[str, Any]:
-    """The options of ``prepare``: datamodule defaults < config < command line.
+def parse_datamodule(args: Sequence[str]) -> CrossModalityDataModule:
+    """The datamodule ``madm-pl fit`` would build from the same ``-c`` and ``--data.*`` options.
 
     Raises:
-        SystemExit: bad command line (argparse), or a required option is missing.
+        SystemExit: a bad command line (jsonargparse's message, status 2), a config that is not a file,
+            a missing ``REQUIRED`` option, or an invalid data option (the datamodule's message).
     """
-    parser = build_parser()
-    namespace = vars(parser.parse_args(list(args)))
-    config = namespace.pop("config")
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(CrossModalityDataModule).parameters.items()
-        if name in OPTIONS and parameter.default is not inspect.Parameter.empty
-    }
-    try:
-        from_config = _config_options(config) if config else {}
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    options = defaults | from_config | namespace
-    missing = [f"--data.{name}" for name in _REQUIRED if options.get(name) is None]
+    for config in _config_files(args):
+        if not Path(config).is_file():
+            _fail(f"config '{config}' not found; fix -c/--config")
+    options = cli_options("madm-pl prepare", DESCRIPTION)
+    config = PrepareCLI(MADMModule, CrossModalityDataModule, args=list(args), run=False, **options).config
+    init_args = config.data.get("init_args")
+    missing = [f"--data.{name}" for name in REQUIRED if not init_args.get(name)]
     if missing:
-        parser.error(f"missing {', '.join(missing)} (on the command line or in the -c config)")
-    return options
+        _fail(f"missing {', '.join(missing)} (on the command line or in the -c config)")
+    try:
+        get_task(init_args.task)
+    except ValueError as error:
+        raise SystemExit(f"madm-pl prepare: error: data.task: {error}") from None
+    try:
+        return instantiate(config.data)
+    except ValueError as error:
+        raise SystemExit(f"madm-pl prepare: error: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -233,15 +200,10 @@ def _count(name: str, dataset: SegmentationDataset, kind: str, split: str) -> Sp
     return count
 
 
-def _has_test_split(kind: str, target_root: str, test_file_list: str | None) -> bool:
-    """As the datamodule: a folder target may have no test split."""
-    return kind != "folder" or test_file_list is not None or (Path(target_root) / "test" / "images").is_dir()
-
-
 def _open_datasets(
-    task: Task, options: dict[str, Any], kind: str, scaling: ImageScaling
+    datamodule: CrossModalityDataModule,
 ) -> tuple[CityscapesDataset, SegmentationDataset, SegmentationDataset | None]:
-    """Open the three splits; every failure is collected and reported at once.
+    """Open the three splits as training does; every failure is collected and reported at once.
 
     Images without their label do not stop the opening (``strict=False``): they are in each
     dataset's ``unmatched``, reported with the other bad files by ``check_files``.
@@ -255,38 +217,11 @@ def _open_datasets(
             errors.append(str(error))
             return None
 
-    source = attempt(
-        lambda: CityscapesDataset(
-            options["source_root"],
-            "train",
-            task,
-            options["train_file_list"],
-            option="data.source_root",
-            strict=False,
-        )
-    )
-
-    def target(split: str) -> SegmentationDataset:
-        file_list = options["train_file_list" if split == "train" else "test_file_list"]
-        labelled = True if split == "train" and options["target_train_labels"] else None
-        return build_target_dataset(
-            task,
-            options["target_root"],
-            split,
-            kind,
-            file_list,
-            options["label_map"],
-            "data.target_root",
-            labelled=labelled,
-            dsec_frames=options["dsec_frames"],
-            image_scaling=scaling,
-            strict=False,
-        )
-
-    target_train = attempt(lambda: target("train"))
+    source = attempt(lambda: datamodule.source_dataset(strict=False))
+    target_train = attempt(lambda: datamodule.target_dataset("train", strict=False))
     target_test = None
-    if _has_test_split(kind, options["target_root"], options["test_file_list"]):
-        target_test = attempt(lambda: target("test"))
+    if datamodule.has_test_split():
+        target_test = attempt(lambda: datamodule.target_dataset("test", strict=False))
     if errors:
         raise SystemExit("madm-pl prepare: error:\n  " + "\n  ".join(errors))
     return source, target_train, target_test
@@ -395,11 +330,11 @@ def format_rcs(sampler: RareClassSampler, image_counts: Sequence[dict[int, int]]
 
 
 # -------------------------------------------------------------------------------------------- main
-def prepare(options: dict[str, Any]) -> PrepareReport:
+def prepare(datamodule: CrossModalityDataModule) -> PrepareReport:
     """Check the trees, cache the RCS statistics and print the report (see the module docstring).
 
     Args:
-        options: the ``OPTIONS`` (as ``parse_options`` returns them).
+        datamodule: the task's data (as ``parse_datamodule`` builds it).
 
     Returns:
         What was found.
@@ -408,27 +343,8 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         SystemExit: a root, folder or listed file is missing, an option is invalid, or files are bad
             (the message names every path or the option, and the fix).
     """
-    try:
-        task = get_task(options["task"])
-    except ValueError as error:
-        raise SystemExit(f"madm-pl prepare: error: data.task: {error}") from None
-    if options["rcs_temperature"] <= 0:
-        raise SystemExit(
-            f"madm-pl prepare: error: data.rcs_temperature must be > 0, got {options['rcs_temperature']}"
-        )
-    if options["rcs_min_pixels"] < 0:
-        raise SystemExit(
-            f"madm-pl prepare: error: data.rcs_min_pixels must be >= 0, got {options['rcs_min_pixels']}"
-        )
-    try:
-        scaling = ImageScaling(
-            fixed=None if options["image_range"] is None else tuple(options["image_range"]),
-            percentiles=None if options["image_percentiles"] is None else tuple(options["image_percentiles"]),
-        )
-    except ValueError as error:
-        raise SystemExit(f"madm-pl prepare: error: {error}") from None
-    kind = options["target_kind"] or task.target_dataset
-    source, target_train, target_test = _open_datasets(task, options, kind, scaling)
+    task, kind = datamodule.task, datamodule.target_kind
+    source, target_train, target_test = _open_datasets(datamodule)
     target_name = target_train.dataset_name
     report = PrepareReport()
     report.counts = [
@@ -459,17 +375,16 @@ def prepare(options: dict[str, Any]) -> PrepareReport:
         raise SystemExit(format_problems(problems))
     print("  all files read")
 
-    image_counts = load_or_compute_class_counts(options["source_root"], source.label_paths)
-    report.rcs_cache = Path(options["source_root"]) / CACHE_NAME
+    image_counts = load_or_compute_class_counts(datamodule.source_root, source.label_paths)
+    report.rcs_cache = Path(datamodule.source_root) / CACHE_NAME
+    temperature, min_pixels = datamodule.rcs_temperature, datamodule.rcs_min_pixels
     try:
-        sampler = RareClassSampler(image_counts, options["rcs_temperature"], options["rcs_min_pixels"])
+        sampler = RareClassSampler(image_counts, temperature, min_pixels)
     except ValueError as error:
         raise SystemExit(f"madm-pl prepare: error: {error}") from None
-    settings = (
-        f"data.rcs_temperature={options['rcs_temperature']}, data.rcs_min_pixels={options['rcs_min_pixels']}"
-    )
+    settings = f"data.rcs_temperature={temperature}, data.rcs_min_pixels={min_pixels}"
     print(f"\nRCS statistics of {len(image_counts)} source labels: {report.rcs_cache} ({settings})")
-    print(format_rcs(sampler, image_counts, options["rcs_min_pixels"]))
+    print(format_rcs(sampler, image_counts, min_pixels))
 
     report.source_pixels, ignored = source_histogram(task, image_counts)
     print()
@@ -492,12 +407,12 @@ def main(args: Sequence[str] | None = None) -> None:
     Args:
         args: the arguments after ``prepare`` (``sys.argv[2:]`` when None).
     """
-    options = parse_options(sys.argv[2:] if args is None else args)
+    datamodule = parse_datamodule(sys.argv[2:] if args is None else args)
     # A command's warnings read better without the source line Python's default format adds.
     default_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
-        prepare(options)
+        prepare(datamodule)
     finally:
         warnings.formatwarning = default_format
 

@@ -16,7 +16,6 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from madm_pl.data import CrossModalityDataModule
-from madm_pl.data.datamodule import ResumableSampler
 from madm_pl.data.rcs import CACHE_NAME
 from madm_pl.synthetic import generate
 from tests.fake_trees import (
@@ -215,7 +214,7 @@ def test_target_train_labels_of_the_synthetic_world(task: str, folder: str, tiny
         rcs=False,
         target_train_labels=True,
     )
-    target = datamodule._target("train")
+    target = datamodule.target_dataset("train")
     stored = [target.load(i) for i in range(len(target))]
     for batch in train_batches(datamodule, 2):
         for image, label in zip(batch["target_image"], batch["target_label"]):
@@ -516,15 +515,3 @@ def test_bad_roots(cityscapes_tree: FakeTree, fmb_tree: FakeTree, tmp_path: Path
     datamodule.setup("validate")
     with pytest.raises(ValueError, match=r"00100\.png': label ids \[99\] are outside the label map"):
         next(iter(datamodule.val_dataloader()))
-
-
-def test_sampler_shards_processes_and_starts_after_seen_batches() -> None:
-    seen = {"batches": 0}
-    samplers = [
-        ResumableSampler(range(100), 3, 2, lambda: seen["batches"], rank=rank, world_size=2)
-        for rank in (0, 1)
-    ]
-    assert [list(s) for s in samplers] == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
-    assert len(samplers[0]) == 6
-    seen["batches"] = 3  # the next epoch or a resumed run continues after 3 batches per process
-    assert list(samplers[1]) == [14, 15, 18, 19, 22, 23]

@@ -2,20 +2,17 @@
 
 import json
 import math
-import runpy
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from benchmarks import gpu_backbone
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 from madm_pl.models.presets import SD14_UNET_CONFIG, SD14_VAE_CONFIG, tiny_clip_vocab
 from tests.models.tiny_stack import write_tiny_stack
-
-BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "gpu_backbone.py"
 
 
 @pytest.fixture(scope="module")
@@ -332,9 +329,8 @@ def test_sd14_random_taps_are_1280_640_320_at_strides_32_16_8():
 
 
 def test_gpu_benchmark_script_runs_on_cpu_with_the_tiny_preset():
-    benchmark = runpy.run_path(str(BENCHMARK))
     arguments = {"--device": "cpu", "--size": "64", "--preset": "tiny", "--embed-dim": "32"}
     arguments |= {"--batch-sizes": "1", "--warmup": "0", "--repeats": "1"}
-    rows = benchmark["main"]([token for pair in arguments.items() for token in pair])
+    rows = gpu_backbone.main([token for pair in arguments.items() for token in pair])
     assert [(row["batch"], row["unet_checkpointing"]) for row in rows] == [(1, False), (1, True)]
     assert all(row["student_ms"] > 0 and row["teacher_ms"] > 0 for row in rows)

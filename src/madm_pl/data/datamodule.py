@@ -21,15 +21,13 @@ as a resumable loader, so a resume from a mid-epoch checkpoint is not warned abo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from madm_pl.data.datasets import (
     TARGET_KINDS,
@@ -39,222 +37,20 @@ from madm_pl.data.datasets import (
     build_target_dataset,
 )
 from madm_pl.data.io import ImageScaling
-from madm_pl.data.rcs import RareClassSampler, crop_with_class, load_or_compute_class_counts
+from madm_pl.data.rcs import RareClassSampler, load_or_compute_class_counts
 from madm_pl.data.reference import DSEC_FRAME_CHOICES, ReferenceShare, reference_share
-from madm_pl.data.transforms import TestTransform, TrainTransform, image_to_tensor, label_to_tensor
-from madm_pl.labels import Task, get_task, remap
+from madm_pl.data.resumable import ResumableDataLoader, ResumableSampler
+from madm_pl.data.samples import CrossModalityTrainDataset, ResizedDataset
+from madm_pl.data.transforms import TrainTransform
+from madm_pl.labels import Task, get_task
 
 
-class CrossModalityTrainDataset(Dataset):
-    """Training pairs: one labelled source crop and one target crop per sample (labelled when ``target``
-    loads labels).
-
-    Any non-negative index is valid: sample ``i`` is a pure function of ``(seed, i)``. ``len`` is
-    the number of samples of one epoch.
-
-    Args:
-        source: the labelled source (Cityscapes) dataset.
-        target: the target training dataset; when it loads labels (``has_labels``) they are
-            transformed with the image and returned as ``target_label``.
-        source_transform: resize + crop + flip of the source.
-        target_transform: resize + crop + flip of the target (image and label alike).
-        seed: base seed.
-        epoch_length: samples per epoch, returned by ``len``.
-        rcs: rare class sampler over ``source``, or None for uniform source images.
-        rcs_min_pixels: RCS threshold (full-resolution pixels), for the crop test.
-        rcs_min_crop_ratio: the crop must hold more than ``ratio * min_pixels`` pixels of the class.
-    """
-
-    def __init__(
-        self,
-        source: CityscapesDataset,
-        target: SegmentationDataset,
-        source_transform: TrainTransform,
-        target_transform: TrainTransform,
-        seed: int,
-        epoch_length: int,
-        rcs: RareClassSampler | None = None,
-        rcs_min_pixels: int = 3000,
-        rcs_min_crop_ratio: float = 0.5,
-    ) -> None:
-        self.source = source
-        self.target = target
-        self.source_transform = source_transform
-        self.target_transform = target_transform
-        self.seed = seed
-        self.epoch_length = epoch_length
-        self.rcs = rcs
-        self.rcs_min_pixels = rcs_min_pixels
-        self.rcs_min_crop_ratio = rcs_min_crop_ratio
-
-    def __len__(self) -> int:
-        return self.epoch_length
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Sample number ``index``.
-
-        Returns:
-            ``{"source_image": (3,h,w) float32 in [0,1], "source_label": (h,w) int64 task ids or 255,
-            "target_image": (3,h,w) float32 in [0,1]}``, (h,w) = the crop size; plus
-            ``"target_label": (h,w) int64 task ids or 255`` (resized nearest, cropped and flipped with
-            the target image) when the target dataset is labelled.
-        """
-        if index < 0:
-            raise IndexError(f"sample index must be >= 0, got {index}")
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, index]))
-        if self.rcs is not None:
-            rare_class, source_index = self.rcs.sample(rng)
-        else:
-            rare_class, source_index = None, int(rng.integers(len(self.source)))
-        target_index = int(rng.integers(len(self.target)))
-
-        source = self.source.load(source_index, remap_label=False)  # 19 Cityscapes train ids
-        image, label = self.source_transform.resize(source.image, source.label)
-
-        def draw_crop() -> tuple[np.ndarray, np.ndarray]:
-            return self.source_transform.crop_flip(image, label, seed=rng)
-
-        if rare_class is None:
-            source_image, source_label = draw_crop()
-        else:
-            source_image, source_label = crop_with_class(
-                draw_crop, rare_class, self.rcs_min_pixels, self.rcs_min_crop_ratio
-            )
-        source_label = remap(source_label, self.source.task.source_map)
-
-        target = self.target.load(target_index)
-        # One seed draw either way: with or without the label, the image crop and the stream match.
-        target_image, target_label = self.target_transform(target.image, target.label, seed=rng)
-        item = {
-            "source_image": image_to_tensor(source_image),
-            "source_label": label_to_tensor(source_label),
-            "target_image": image_to_tensor(target_image),
-        }
-        if target_label is not None:
-            item["target_label"] = label_to_tensor(target_label)
-        return item
-
-
-class ResumableSampler(DistributedSampler):
-    """Yields global sample numbers, continuing from the batches already trained on.
-
-    Per epoch it yields ``num_batches * batch_size`` indices starting at batch ``start_batch()``
-    (read when an epoch starts). With ``world_size`` processes, process ``rank`` takes the samples
-    ``((b * world_size + rank) * batch_size + j)`` of its batch ``b``; being a ``DistributedSampler``,
-    Lightning leaves it as it is.
-
-    Args:
-        dataset: the training dataset (only its type matters to the base class).
-        num_batches: batches per epoch and process.
-        batch_size: samples per batch.
-        start_batch: returns the number of batches already trained on.
-        rank: this process.
-        world_size: number of processes.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        num_batches: int,
-        batch_size: int,
-        start_batch: Callable[[], int],
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=True)
-        self.num_batches = num_batches
-        self.batch_size = batch_size
-        self.start_batch = start_batch
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def __iter__(self) -> Iterator[int]:
-        first = int(self.start_batch())
-        for batch in range(first, first + self.num_batches):
-            base = (batch * self.num_replicas + self.rank) * self.batch_size
-            yield from range(base, base + self.batch_size)
-
-
-class ResumableDataLoader(DataLoader):
-    """The training DataLoader, whose position (the datamodule's batch count) travels in checkpoints.
-
-    Its ``state_dict``/``load_state_dict`` make Lightning treat it as resumable (Lightning stores the
-    state under the fit loop's ``combined_loader`` and restores it on resume); the sampler reads the
-    same count when an epoch starts. The datamodule's own ``state_dict`` holds the count too, so
-    checkpoints written before this loader existed resume alike.
-
-    Args:
-        *args, **kwargs: as ``DataLoader``.
-        datamodule: the ``CrossModalityDataModule`` that counts the batches.
-    """
-
-    def __init__(self, *args: Any, datamodule: CrossModalityDataModule, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.datamodule = datamodule
-
-    def state_dict(self) -> dict[str, int]:
-        """``{"train_batches_seen": batches trained on}``."""
-        return {"train_batches_seen": self.datamodule.train_batches_seen}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Continue after the stored batch count."""
-        self.datamodule.train_batches_seen = int(state_dict["train_batches_seen"])
-
-
-class _ResizedDataset(Dataset):
-    """A dataset at a fixed size: ``{"image", "label"?, "name", "size"?, "error"?,
-    "in_reference_share"?}`` contract items.
-
-    With ``predict=True`` an item also has its original ``size`` and an ``error``: ``""``, or why the
-    file could not be read; such an item's image is zeros (the writer skips it), so one bad file does
-    not stop a folder's prediction. ``in_reference_share`` (a bool) is there when ``share`` is given:
-    whether the item is one of the images the reference's published numbers score
-    (``reference.reference_share``).
-    """
-
-    def __init__(
-        self,
-        dataset: SegmentationDataset | UnlabelledImages,
-        size: tuple[int, int],
-        predict: bool,
-        share: ReferenceShare | None = None,
-    ):
-        self.dataset = dataset
-        self.size = size
-        self.transform = TestTransform(size)
-        self.predict = predict
-        self.share = share
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not self.predict:
-            sample = self.dataset.load(index)
-            image, label = self.transform(sample.image, sample.label)
-            item: dict[str, Any] = {"image": image_to_tensor(image), "name": sample.name}
-            if label is not None:
-                item["label"] = label_to_tensor(label)
-            if self.share is not None:
-                item["in_reference_share"] = index in self.share.indices
-            return item
-        try:
-            sample = self.dataset.load(index)
-        except (OSError, ValueError) as error:
-            return {
-                "image": image_to_tensor(np.zeros((*self.size, 3), np.uint8)),
-                "name": self.dataset.name_of(index),
-                "size": label_to_tensor(np.array(self.size)),
-                "error": str(error),
-            }
-        image, _ = self.transform(sample.image, None)
-        return {
-            "image": image_to_tensor(image),
-            "name": sample.name,
-            "size": label_to_tensor(np.array(sample.image.shape[:2])),
-            "error": "",
-        }
+def _logged(dataset: SegmentationDataset) -> SegmentationDataset:
+    """``dataset``, its frame selection (DSEC: frames kept and dropped) logged when it has one."""
+    selection = getattr(dataset, "frame_selection", lambda: None)()
+    if selection is not None:
+        rank_zero_info(selection)
+    return dataset
 
 
 def _size(value: Any, option: str) -> tuple[int, int]:
@@ -435,8 +231,8 @@ class CrossModalityDataModule(LightningDataModule):
         self.predict_root = predict_root
         self.train_batches_seen = 0
         self.train_dataset: CrossModalityTrainDataset | None = None
-        self.val_dataset: _ResizedDataset | None = None
-        self.predict_dataset: _ResizedDataset | None = None
+        self.val_dataset: ResizedDataset | None = None
+        self.predict_dataset: ResizedDataset | None = None
         #: The reference's rank-0 share of the test split (set up with val/test; None for "folder").
         self.reference_share: ReferenceShare | None = None
 
@@ -452,15 +248,40 @@ class CrossModalityDataModule(LightningDataModule):
         return self._task.num_classes
 
     # ------------------------------------------------------------------------------- datasets
-    def _source(self) -> CityscapesDataset:
+    def source_dataset(self, strict: bool = True) -> CityscapesDataset:
+        """The labelled source: Cityscapes train under ``source_root`` (or ``train_file_list``).
+
+        Args:
+            strict: raise when images have no label file; False keeps them out and names them in
+                the dataset's ``unmatched`` (``madm-pl prepare`` lists every bad file at once).
+
+        Raises:
+            FileNotFoundError: no Cityscapes tree (or listed file) under ``source_root``.
+        """
         return CityscapesDataset(
-            self.source_root, "train", self._task, self.train_file_list, option="data.source_root"
+            self.source_root,
+            "train",
+            self._task,
+            self.train_file_list,
+            option="data.source_root",
+            strict=strict,
         )
 
-    def _target(self, split: str) -> SegmentationDataset:
+    def target_dataset(self, split: str, strict: bool = True) -> SegmentationDataset:
+        """The target ``"train"`` split (labelled with ``target_train_labels``) or ``"test"`` split, of
+        ``target_kind`` under ``target_root`` (or the file lists), images scaled by ``image_range`` /
+        ``image_percentiles``.
+
+        Args:
+            split: ``"train"`` or ``"test"``.
+            strict: as in ``source_dataset``.
+
+        Raises:
+            FileNotFoundError: the split's folders (or listed files) are missing under ``target_root``.
+        """
         file_list = self.train_file_list if split == "train" else self.test_file_list
         labelled = True if split == "train" and self.target_train_labels else None
-        dataset = build_target_dataset(
+        return build_target_dataset(
             self._task,
             self.target_root,
             split,
@@ -471,31 +292,30 @@ class CrossModalityDataModule(LightningDataModule):
             labelled=labelled,
             dsec_frames=self.dsec_frames,
             image_scaling=self.image_scaling,
+            strict=strict,
         )
-        selection = getattr(dataset, "frame_selection", lambda: None)()
-        if selection is not None:
-            rank_zero_info(selection)
-        return dataset
+
+    def has_test_split(self) -> bool:
+        """Whether the target has a test split: always, except a ``"folder"`` target without a test
+        file list and without ``test/images/``."""
+        if self.target_kind != "folder" or self.test_file_list is not None:
+            return True
+        return (Path(self.target_root) / "test" / "images").is_dir()
 
     def _rcs_sampler(self, source: CityscapesDataset) -> RareClassSampler:
         counts = load_or_compute_class_counts(self.source_root, source.label_paths)
         return RareClassSampler(counts, self.rcs_temperature, self.rcs_min_pixels)
 
-    def _has_test_split(self) -> bool:
-        if self.target_kind != "folder" or self.test_file_list is not None:
-            return True
-        return (Path(self.target_root) / "test" / "images").is_dir()
-
     def prepare_data(self) -> None:
         """Compute the RCS statistics once (rank 0), writing ``<source_root>/madm_rcs_stats.json``."""
         if self.rcs:
-            self._rcs_sampler(self._source())
+            self._rcs_sampler(self.source_dataset())
 
     def setup(self, stage: str) -> None:
         """Build the datasets of ``stage`` (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``)."""
         if stage == "fit":
-            source = self._source()
-            target = self._target("train")
+            source = self.source_dataset()
+            target = _logged(self.target_dataset("train"))
             self.train_dataset = CrossModalityTrainDataset(
                 source,
                 target,
@@ -508,12 +328,12 @@ class CrossModalityDataModule(LightningDataModule):
                 rcs_min_crop_ratio=self.rcs_min_crop_ratio,
             )
         if stage in ("fit", "validate", "test"):
-            if self._has_test_split():
-                test = self._target("test")
+            if self.has_test_split():
+                test = _logged(self.target_dataset("test"))
                 # The reference ran only on its three datasets: no reference share for your own images.
                 if self.target_kind != "folder":
                     self.reference_share = reference_share(test.relative_paths(), test.file_list is not None)
-                self.val_dataset = _ResizedDataset(
+                self.val_dataset = ResizedDataset(
                     test, self.test_size, predict=False, share=self.reference_share
                 )
             elif stage != "fit":
@@ -527,7 +347,7 @@ class CrossModalityDataModule(LightningDataModule):
             images = UnlabelledImages(
                 self.predict_root, option="data.predict_root", image_scaling=self.image_scaling
             )
-            self.predict_dataset = _ResizedDataset(images, self.test_size, predict=True)
+            self.predict_dataset = ResizedDataset(images, self.test_size, predict=True)
 
     # ---------------------------------------------------------------------------- dataloaders
     def _loader(
@@ -569,7 +389,7 @@ class CrossModalityDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         """The target test split at ``test_size`` (an empty list for a ``"folder"`` target without one)."""
         if self.val_dataset is None:
-            if not self._has_test_split():
+            if not self.has_test_split():
                 return []
             raise RuntimeError("call setup('validate') before val_dataloader()")
         return self._loader(
