@@ -1,6 +1,6 @@
 """Time and peak memory of one MADM student step and one teacher forward (backbone + head).
 
-The GPU check (SPEC section 6b): ``sd14-random`` (SD v1-4's architecture, random weights) at 512x512,
+The GPU check (METHOD.md §6b): ``sd14-random`` (SD v1-4's architecture, random weights) at 512x512,
 batch 2 and 1, bf16 autocast, with and without UNet gradient checkpointing, paper-width head (embed 256):
 
     python -m benchmarks.gpu_backbone                      # defaults: cuda, 512, sd14-random, embed 256

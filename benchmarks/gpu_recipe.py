@@ -1,6 +1,6 @@
 """Peak memory and speed of the one-GPU paper recipe: eager versus a compiled UNet.
 
-The real ``MADMModule`` (all of SPEC section 4: EMA teacher with DPLG, source and mixed student passes,
+The real ``MADMModule`` (all of METHOD.md §4: EMA teacher with DPLG, source and mixed student passes,
 LPLR, ClassMix, strong augmentation) trains through a Lightning ``Trainer`` with the settings of
 ``configs/rgb2*.yaml``: 512x512 crops, batch 1 x 2 accumulated micro-batches (effective batch 2),
 bf16-mixed, UNet gradient checkpointing, head activation checkpointing, paper-width head (embed 256,

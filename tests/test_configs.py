@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TASKS = ("rgb2depth", "rgb2infrared", "rgb2event")
 
-# SPEC sections 2 to 5, per task: target resize, DPLG (t0, T_end), LPLR (source, target, weights).
+# METHOD.md §2-§5, per task: target resize, DPLG (t0, T_end), LPLR (source, target, weights).
 TASK_VALUES: dict[str, dict[str, Any]] = {
     "rgb2depth": {
         "target_resize": (712, 712),
@@ -118,7 +118,7 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     trainer, model, data = config.trainer, config.model.init_args, config.data.init_args
     assert config.seed_everything == 42
     assert trainer.precision == "bf16-mixed"
-    assert (trainer.devices, trainer.accumulate_grad_batches, data.batch_size) == (1, 2, 1)  # SPEC 5
+    assert (trainer.devices, trainer.accumulate_grad_batches, data.batch_size) == (1, 2, 1)  # METHOD.md §5
     assert trainer.max_steps == 10_000
     # val_check_interval counts training batches: every 1000 iterations of 2 micro-batches
     assert trainer.val_check_interval == 1000 * trainer.accumulate_grad_batches

@@ -2,7 +2,7 @@
 the whole split and the reference protocol (the reference's rank-0 share, data/reference.py) alike.
 
 Each test image must be counted once in the confusion matrix, which torchmetrics sums over the
-processes on ``compute`` (SPEC section 6: gather across ranks). Lightning's default sampler for
+processes on ``compute`` (METHOD.md §6: gather across ranks). Lightning's default sampler for
 evaluation pads the split by repeating images when its size is not a multiple of the number of
 processes; with 3 images on 2 processes it would count one image twice.
 """

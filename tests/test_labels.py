@@ -1,4 +1,4 @@
-"""Label maps of SPEC section 1 on known pixel values, remap errors and colorize."""
+"""Label maps of METHOD.md §1 on known pixel values, remap errors and colorize."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from madm_pl import labels
 from madm_pl.labels import IGNORE_INDEX, remap
 
-# SPEC section 1, written out pair by pair.
+# METHOD.md §1, written out pair by pair.
 CITYSCAPES_11 = {0: 5, 1: 6, 2: 1, 3: 9, 4: 2, 5: 4, 6: 10, 7: 10, 8: 7, 9: 7, 10: 0, 11: 3, 12: 3}
 CITYSCAPES_11 |= {c: 8 for c in range(13, 19)}
 CITYSCAPES_9 = {0: 4, 1: 5, 2: 1, 3: 255, 4: 255, 5: 3, 6: 8, 7: 8, 8: 6, 9: 6, 10: 0, 11: 2, 12: 2}

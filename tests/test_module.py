@@ -80,7 +80,7 @@ def test_one_step_changes_student_and_unet_not_vae(synthetic_root: Path, tmp_pat
     assert any("head.classifier" in k for k in changed)
     unet_after = module.backbone.unet.state_dict()
     assert any(not torch.equal(unet_after[k], before_unet[k]) for k in before_unet)
-    # Frozen per SPEC section 3: the VAE, and the UNet's output norm/conv.
+    # Frozen per METHOD.md §3: the VAE, and the UNet's output norm/conv.
     assert all(torch.equal(v, before_vae[k]) for k, v in module.backbone.vae.state_dict().items())
     for name in ("conv_out.weight", "conv_norm_out.weight"):
         assert torch.equal(unet_after[name], before_unet[name])
@@ -88,7 +88,7 @@ def test_one_step_changes_student_and_unet_not_vae(synthetic_root: Path, tmp_pat
 
 
 def test_teacher_follows_ema_formula_after_two_steps(synthetic_root: Path, tmp_path: Path) -> None:
-    """Teacher after step k's EMA update = alpha_k * teacher + (1 - alpha_k) * student (SPEC 4.1)."""
+    """Teacher after step k's EMA update = alpha_k * teacher + (1 - alpha_k) * student (METHOD.md §4.1)."""
     module = make_module()
     snapshots: list[tuple[dict, dict]] = []
 
@@ -269,7 +269,7 @@ class StopAt(Callback):
 
 
 def test_resume_equals_uninterrupted(synthetic_root: Path, tmp_path: Path) -> None:
-    """3 steps + resume + 3 steps gives the weights of 6 uninterrupted steps (SPEC section 4, issue 4)."""
+    """3 steps + resume + 3 steps gives the weights of 6 uninterrupted steps (METHOD.md §4, issue 4)."""
     torch.manual_seed(1)
     uninterrupted = make_module()
     torch.manual_seed(1)

@@ -1,4 +1,4 @@
-"""The one home of task names, class names, palettes and label maps (SPEC section 1).
+"""The one home of task names, class names, palettes and label maps (METHOD.md §1).
 
 Every other module imports these facts from here. Label maps are lookup tables of length 256 indexed
 by the raw id stored in a dataset's label PNG; entries are the task's train ids, ``IGNORE_INDEX`` for
@@ -223,7 +223,7 @@ WORLD_TO_CITYSCAPES[IGNORE_INDEX] = IGNORE_INDEX
 
 @dataclass(frozen=True)
 class Task:
-    """One published task: a labelled RGB source and an unlabelled target modality (SPEC section 1).
+    """One published task: a labelled RGB source and an unlabelled target modality (METHOD.md §1).
 
     Attributes:
         name: task name, e.g. ``"rgb2infrared"``.
@@ -252,7 +252,7 @@ class Task:
 
 
 def palette_for(classes: tuple[str, ...]) -> np.ndarray:
-    """(C,3) uint8 RGB palette for a list of class names (colours of SPEC section 1)."""
+    """(C,3) uint8 RGB palette for a list of class names (colours of METHOD.md §1)."""
     return np.array([CLASS_COLOURS[name] for name in classes], dtype=np.uint8)
 
 

@@ -1,8 +1,8 @@
-"""The MADM training recipe as a LightningModule (SPEC sections 4 to 6).
+"""The MADM training recipe as a LightningModule (METHOD.md §4-§6).
 
 The student is the learnable prompt/time conditioning plus the segmentation head; the diffusion
 backbone (frozen VAE, fine-tuned UNet) is shared with the teacher, which is an EMA copy of the
-student's conditioning and head (SPEC section 4.1). ``training_step`` follows SPEC section 4 in order.
+student's conditioning and head (METHOD.md §4.1). ``training_step`` follows METHOD.md §4 in order.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ REFERENCE_PROTOCOL = "reference_protocol"
 
 
 class Student(nn.Module):
-    """What the teacher averages: the prompt/time conditioning and the head (SPEC section 4.1)."""
+    """What the teacher averages: the prompt/time conditioning and the head (METHOD.md §4.1)."""
 
     def __init__(self, conditioning: PromptConditioning, head: MADMHead) -> None:
         super().__init__()
@@ -203,7 +203,7 @@ class MADMModule(LightningModule):
         Args:
             net: the student or the EMA teacher (conditioning + head).
             image: (B,3,H,W) float in [0,1].
-            timestep: diffusion timestep of the latent noise and of the UNet (SPEC section 3).
+            timestep: diffusion timestep of the latent noise and of the UNet (METHOD.md §3).
 
         Returns:
             logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps).
@@ -213,7 +213,7 @@ class MADMModule(LightningModule):
         return net.head(out.features, out.decoded), out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Inference (SPEC section 4.7): (B,3,H,W) in [0,1] -> (B,C,H,W) student logits at t = 0."""
+        """Inference (METHOD.md §4.7): (B,3,H,W) in [0,1] -> (B,C,H,W) student logits at t = 0."""
         return self.segment(self.student, image)[0]
 
     def palette_latent(self, label: torch.Tensor) -> torch.Tensor:
@@ -226,7 +226,7 @@ class MADMModule(LightningModule):
         return self.teacher if self.teacher is not None else self.student
 
     def pseudo_label_timestep(self, iteration: int, generator: torch.Generator | None = None) -> int:
-        """The pseudo-labeller's diffusion timestep at ``iteration`` (DPLG, SPEC 4.3); 0 with dplg off.
+        """The pseudo-labeller's diffusion timestep at ``iteration`` (DPLG, METHOD.md §4.3); 0 with dplg off.
 
         Args:
             iteration: 0-based optimiser step.
@@ -264,14 +264,14 @@ class MADMModule(LightningModule):
     # -------------------------------------------------------------------------------- training
     @property
     def iteration(self) -> int:
-        """0-based optimiser-step counter (SPEC section 4: the counter starts at 0)."""
+        """0-based optimiser-step counter (METHOD.md §4: the counter starts at 0)."""
         return self.trainer.global_step
 
     def _generator(self, batch_idx: int) -> torch.Generator:
         """The random stream of one micro-batch, derived from (seed, iteration, micro-batch, rank).
 
         Deriving every stream from the step makes a resumed run draw exactly what an uninterrupted run
-        draws, whatever happened to the global RNG in between (SPEC: 3 + resume + 3 steps = 6 steps).
+        draws, whatever happened to the global RNG in between (3 + resume + 3 steps = 6 steps).
         """
         micro = batch_idx % self.trainer.accumulate_grad_batches
         # Each process draws its own stream, as the reference seeds 42 + rank on each GPU.
@@ -280,7 +280,7 @@ class MADMModule(LightningModule):
         return torch.Generator().manual_seed(seed)
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # SPEC 4.1: the EMA update happens before the step, once per optimiser step.
+        # METHOD.md §4.1: the EMA update happens before the step, once per optimiser step.
         first_micro_batch = batch_idx % self.trainer.accumulate_grad_batches == 0
         if self.teacher is not None and first_micro_batch:
             alpha = ema_alpha(self.iteration, self.hparams.ema_max_alpha)
@@ -337,7 +337,7 @@ class MADMModule(LightningModule):
     def _target_losses(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator, visuals: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """SPEC 4.3 to 4.5: ClassMix, DPLG pseudo-labels from the teacher, the mixed target losses."""
+        """METHOD.md §4.3 to §4.5: ClassMix, DPLG pseudo-labels from the teacher, the mixed target losses."""
         hp = self.hparams
         source_image, source_label = batch["source_image"], batch["source_label"]
         target_image = batch["target_image"]
@@ -470,7 +470,7 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with weight decay except for norm layers and biases; the LR factor per step (SPEC 5).
+        """AdamW with weight decay except for norm layers and biases; the LR factor per step (METHOD.md §5).
 
         Parameter groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``,
         ``conditioning`` (prompt, gates, time embedding: all decayed), ``head``, ``head_no_decay``

@@ -15,7 +15,7 @@ not read, have placeholders). It then
    (same datasets, same file lists, the target train labels too with ``target_train_labels``), so a
    missing folder or file fails here with its path; it
    prints the number of images of each split and warns (``DatasetSizeWarning``) when a count
-   differs from the published one (SPEC section 1);
+   differs from the published one (METHOD.md §1);
 2. reads every file training will read, as training reads it: each image decodes (with the
    ``data.image_range`` / ``data.image_percentiles`` rule for more than 8 bits), each label decodes,
    holds only ids of the label map and has its image's size, and each image has its label. Every
@@ -54,7 +54,7 @@ from madm_pl.data.rcs import (
 from madm_pl.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, Task, get_task
 from madm_pl.module import MADMModule
 
-#: Published split sizes (SPEC section 1): (dataset kind, split) -> images.
+#: Published split sizes (METHOD.md §1): (dataset kind, split) -> images.
 PUBLISHED_SIZES: dict[tuple[str, str], int] = {
     ("cityscapes", "train"): 2975,
     ("deliver", "train"): 3983,

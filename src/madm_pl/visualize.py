@@ -5,7 +5,7 @@ that run's folder (``runs/demo/rgb2infrared/version_<n>/figure.png``); ``--ckpt`
 ``--out`` another file (``make figure TASK=rgb2infrared [OUT=...]`` after ``make train``; the README's
 ``docs/figures/demo_<task>.png`` is written only when asked for). Rows are target test images; the
 pseudo-label is the EMA teacher's argmax on the clean image (what DPLG converges to at t = 0), the
-prediction is the student's (SPEC section 4.7), labels are drawn in the task's palette, ignored pixels
+prediction is the student's (METHOD.md §4.7), labels are drawn in the task's palette, ignored pixels
 black.
 """
 

@@ -1,4 +1,4 @@
-"""Tiny fake datasets in the real on-disk layouts (SPEC section 1), with chosen label ids.
+"""Tiny fake datasets in the real on-disk layouts (METHOD.md §1), with chosen label ids.
 
 Every writer returns a ``FakeTree``: the root and the written image / label paths relative to it, in
 sorted order (the order a folder scan gives). Image ``i`` of a split is filled with the grey value

@@ -1,4 +1,4 @@
-"""The DACS strong augmentation (SPEC section 4, step 3): kornia's operations, our reproducible draws."""
+"""The DACS strong augmentation (METHOD.md §4.3): kornia's operations, our reproducible draws."""
 
 from __future__ import annotations
 

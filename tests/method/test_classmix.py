@@ -1,4 +1,4 @@
-"""ClassMix (SPEC section 4, step 3): which classes are pasted, and the paste itself."""
+"""ClassMix (METHOD.md §4.3): which classes are pasted, and the paste itself."""
 
 from __future__ import annotations
 

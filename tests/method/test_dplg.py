@@ -1,4 +1,4 @@
-"""DPLG (SPEC section 4, step 4): the teacher's timestep and its start draw."""
+"""DPLG (METHOD.md §4.4): the teacher's timestep and its start draw."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The EMA teacher (SPEC section 4, step 1) on hand-computed values."""
+"""The EMA teacher (METHOD.md §4.1) on hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LPLR (SPEC section 4, step 2): the painted label and the masked L1 between latents."""
+"""LPLR (METHOD.md §4.2): the painted label and the masked L1 between latents."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The mIoU rule (SPEC section 6) against torchmetrics, and the pixel accuracy."""
+"""The mIoU rule (METHOD.md §6) against torchmetrics, and the pixel accuracy."""
 
 from __future__ import annotations
 

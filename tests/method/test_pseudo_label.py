@@ -1,4 +1,4 @@
-"""Pseudo-labels, their weight q and the mixed label's weight (SPEC section 4, step 4)."""
+"""Pseudo-labels, their weight q and the mixed label's weight (METHOD.md §4.4)."""
 
 from __future__ import annotations
 

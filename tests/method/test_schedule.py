@@ -1,4 +1,4 @@
-"""The learning-rate factor (SPEC section 5) at the iterations where it changes."""
+"""The learning-rate factor (METHOD.md §5) at the iterations where it changes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pixel-weighted cross-entropy (SPEC section 4, steps 2 and 5) by hand."""
+"""The pixel-weighted cross-entropy (METHOD.md §4.2 and §4.5) by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DiffusionBackbone, PromptConditioning and the stack presets (SPEC section 3), on the tiny preset."""
+"""DiffusionBackbone, PromptConditioning and the stack presets (METHOD.md §3), on the tiny preset."""
 
 import json
 import math
@@ -7,9 +7,9 @@ import time
 
 import pytest
 import torch
-from benchmarks import gpu_backbone
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from benchmarks import gpu_backbone
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 from madm_pl.models.presets import SD14_UNET_CONFIG, SD14_VAE_CONFIG, tiny_clip_vocab
 from tests.models.tiny_stack import write_tiny_stack
@@ -64,7 +64,7 @@ def test_decoded_is_detached_full_resolution_and_the_raw_decode():
 
 
 def test_decode_is_not_clipped_so_the_head_reads_values_outside_minus_one_one():
-    # The reference feeds the head the raw decode and clips only its visualisation copy (SPEC section 3).
+    # The reference feeds the head the raw decode and clips only its visualisation copy (METHOD.md §3).
     backbone = DiffusionBackbone("tiny")
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 50
     raw = backbone.vae.decode(latent / backbone.vae.config.scaling_factor).sample

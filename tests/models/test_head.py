@@ -1,4 +1,4 @@
-"""Projections and DAFormer head (SPEC section 3), small widths on CPU."""
+"""Projections and DAFormer head (METHOD.md §3), small widths on CPU."""
 
 import copy
 

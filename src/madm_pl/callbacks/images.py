@@ -1,4 +1,4 @@
-"""TensorBoard pictures of training steps: titled grids in palette colours (SPEC section 5: every 250
+"""TensorBoard pictures of training steps: titled grids in palette colours (METHOD.md §5: every 250
 iterations), and the grid painter the validation pictures share.
 
 TensorBoard fits every image to its card (about 330 px wide by default), so a step is split into three

@@ -1,4 +1,4 @@
-"""The per-class IoU table printed at the end of validation and test (SPEC section 6)."""
+"""The per-class IoU table printed at the end of validation and test (METHOD.md §6)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def format_iou_table(
         classes: class names, index = train id.
         iou: (C,) float IoU in [0,1] over the whole split; NaN for a class absent from labels and
             predictions ("n/a").
-        miou: mIoU in [0,1] by the rule of SPEC section 6.
+        miou: mIoU in [0,1] by the rule of METHOD.md §6.
         title: first line.
         reference: (iou (C,), miou) of the reference's share, same conventions, or None.
         reference_note: a last line saying what the reference protocol scored.

@@ -1,6 +1,6 @@
 """``CrossModalityDataModule``: labelled source + unlabelled target for training (the target labelled
 too with ``target_train_labels``, for an oracle), target test split for validation and test, a folder of
-images for prediction (SPEC section 2, docs/ARCHITECTURE.md).
+images for prediction (METHOD.md §2, docs/ARCHITECTURE.md).
 
 Training samples are indexed by their global sample number ``i`` (0, 1, 2, ... over the whole run):
 every random choice of sample ``i`` (source image, uniform or by RCS; target image; crops; flips)
@@ -61,7 +61,7 @@ def _size(value: Any, option: str) -> tuple[int, int]:
 
 
 class CrossModalityDataModule(LightningDataModule):
-    """Source (Cityscapes) + target modality data of one MADM task (SPEC sections 1-2).
+    """Source (Cityscapes) + target modality data of one MADM task (METHOD.md sections 1-2).
 
     Batches (docs/ARCHITECTURE.md):
 
@@ -400,7 +400,7 @@ class CrossModalityDataModule(LightningDataModule):
         """With several processes, process ``rank`` scores images ``rank, rank + world_size, ...``.
 
         Every test image is scored exactly once, so the confusion matrix summed over the processes
-        equals the one-process matrix (SPEC section 6). Lightning's default evaluation sampler would
+        equals the one-process matrix (METHOD.md §6). Lightning's default evaluation sampler would
         pad the split by repeating images when its size is not a multiple of the process count. The
         processes may then run one batch more or less; that is safe in evaluation (no collective per
         batch; DDP syncs buffers at most on the first one), but every process needs one image.

@@ -1,4 +1,4 @@
-"""Reading images and label maps from disk with errors that name the file (SPEC section 1), and the
+"""Reading images and label maps from disk with errors that name the file (METHOD.md §1), and the
 project's one atomic file writer and one atomic folder writer.
 
 Both readers use Pillow, as the reference does, so that palette ("P" mode) label PNGs give their
@@ -234,7 +234,7 @@ def read_image(path: str | Path, scaling: ImageScaling | None = None) -> np.ndar
     """Read an image as 8-bit RGB.
 
     Single-channel images are repeated to 3 channels; an alpha channel is dropped; palette, CMYK and
-    other 8-bit modes are converted to RGB (SPEC section 1). Images with more than 8 bits per pixel
+    other 8-bit modes are converted to RGB (METHOD.md §1). Images with more than 8 bits per pixel
     (16-bit grey or colour PNGs, 32-bit integer or float TIFFs) are mapped to [0,1] by ``scaling``
     (see ``ImageScaling``) and rounded to 8 bits.
 

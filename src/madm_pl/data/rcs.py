@@ -1,4 +1,4 @@
-"""Rare class sampling (RCS) of the source images, as in DAFormer (SPEC section 2).
+"""Rare class sampling (RCS) of the source images, as in DAFormer (METHOD.md §2).
 
 Statistics: for every source label file, the pixel count of each Cityscapes train id 0..18 present
 (ignore 255 not counted), in the 19-class space as stored (NOT remapped to the task's classes), on
@@ -142,7 +142,7 @@ def load_or_compute_class_counts(
 
 
 class RareClassSampler:
-    """Draws (class, source image) pairs for RCS (SPEC section 2).
+    """Draws (class, source image) pairs for RCS (METHOD.md §2).
 
     Args:
         image_counts: per source image, {class id: pixels} on the full-resolution label.

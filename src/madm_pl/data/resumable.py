@@ -5,12 +5,15 @@ and a DataLoader whose position travels in checkpoints (see ``datamodule``'s doc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-if TYPE_CHECKING:
-    from madm_pl.data.datamodule import CrossModalityDataModule
+
+class BatchCounter(Protocol):
+    """What the loader needs of its datamodule: the count of training batches already trained on."""
+
+    train_batches_seen: int
 
 
 class ResumableSampler(DistributedSampler):
@@ -64,10 +67,10 @@ class ResumableDataLoader(DataLoader):
 
     Args:
         *args, **kwargs: as ``DataLoader``.
-        datamodule: the ``CrossModalityDataModule`` that counts the batches.
+        datamodule: what counts the batches (the ``CrossModalityDataModule``).
     """
 
-    def __init__(self, *args: Any, datamodule: CrossModalityDataModule, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, datamodule: BatchCounter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.datamodule = datamodule
 

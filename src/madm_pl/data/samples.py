@@ -1,4 +1,4 @@
-"""The items of the datamodule's loaders: training pairs (``CrossModalityTrainDataset``, SPEC section 2)
+"""The items of the datamodule's loaders: training pairs (``CrossModalityTrainDataset``, METHOD.md §2)
 and evaluation or prediction images at a fixed size (``ResizedDataset``).
 
 Training samples are indexed by their global sample number ``i``: every random choice of sample ``i``

@@ -1,4 +1,4 @@
-"""Albumentations pipelines of the data (SPEC section 2), seeded per sample.
+"""Albumentations pipelines of the data (METHOD.md §2), seeded per sample.
 
 Training: resize (image bilinear, label nearest), random crop, horizontal flip with p=0.5. Test:
 resize image (bilinear) and label (nearest) to the test size. Sizes are ``(height, width)``.
@@ -79,7 +79,7 @@ def _run(
 
 
 class TrainTransform:
-    """Resize, then random crop, then horizontal flip p=0.5 (SPEC section 2).
+    """Resize, then random crop, then horizontal flip p=0.5 (METHOD.md §2).
 
     The resize and the random part are separate so that rare class sampling can redraw the crop of
     one resized image (``crop_flip`` again) without resizing it again.
@@ -136,7 +136,7 @@ class TrainTransform:
 
 
 class TestTransform:
-    """Resize image (bilinear) and label (nearest) to the test size, no randomness (SPEC section 2).
+    """Resize image (bilinear) and label (nearest) to the test size, no randomness (METHOD.md §2).
 
     Args:
         size: (height, width), e.g. (512, 512).

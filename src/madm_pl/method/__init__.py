@@ -1,4 +1,4 @@
-"""The MADM training step as pure functions, one file per step of the method (SPEC sections 4 to 6).
+"""The MADM training step as pure functions, one file per step of the method (METHOD.md §4-§6).
 
 In the order ``MADMModule.training_step`` runs them:
 

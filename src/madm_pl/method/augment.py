@@ -1,4 +1,4 @@
-"""DACS strong augmentation of the mixed image: colour jitter, then Gaussian blur (SPEC section 4, step 3).
+"""DACS strong augmentation of the mixed image: colour jitter, then Gaussian blur (METHOD.md §4.3).
 
 The reference applies kornia's ``ColorJitter`` and ``GaussianBlur2d`` modules, whose factors come from
 the global random state. Here the factors are drawn from an explicit ``torch.Generator`` and applied
@@ -85,7 +85,7 @@ def strong_augment(
     jitter_threshold: float = 0.2,
     blur_threshold: float = 0.5,
 ) -> Tensor:
-    """DACS strong augmentation of mixed images: colour jitter, then Gaussian blur (SPEC section 4).
+    """DACS strong augmentation of mixed images: colour jitter, then Gaussian blur (METHOD.md §4).
 
     Per sample, with uniform draws u_j, u_b in [0,1): colour jitter when ``u_j > jitter_threshold``
     (factors for brightness, contrast and saturation from U(1 - strength, 1 + strength), hue shift

@@ -1,4 +1,4 @@
-"""ClassMix: half of the source classes pasted onto the target (SPEC section 4, step 3)."""
+"""ClassMix: half of the source classes pasted onto the target (METHOD.md §4.3)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def classmix_masks(labels: Tensor, generator: torch.Generator, include_ignore: b
     Args:
         labels: (B,H,W) int64 source labels, train ids or ``IGNORE_INDEX``.
         generator: random source; one ``randperm`` per sample, in batch order.
-        include_ignore: draw 255 like a class (the reference, SPEC section 4.3) or leave it out.
+        include_ignore: draw 255 like a class (the reference, METHOD.md §4.3) or leave it out.
 
     Returns:
         (B,1,H,W) float32 in {0, 1}, on ``labels.device``; without ``include_ignore`` all zeros for a

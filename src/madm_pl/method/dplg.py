@@ -1,4 +1,4 @@
-"""DPLG: the teacher's diffusion timestep, decaying to 0 over training (SPEC section 4, step 4)."""
+"""DPLG: the teacher's diffusion timestep, decaying to 0 over training (METHOD.md §4.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The EMA teacher (SPEC section 4, step 1)."""
+"""The EMA teacher (METHOD.md §4.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import nn
 
 
 def ema_alpha(iteration: int, max_alpha: float = 0.999) -> float:
-    """EMA decay for a 0-based iteration: ``min(1 - 1/(iteration + 1), max_alpha)`` (SPEC section 4).
+    """EMA decay for a 0-based iteration: ``min(1 - 1/(iteration + 1), max_alpha)`` (METHOD.md §4).
 
     Iteration 0 gives 0 (the teacher becomes a copy of the student), iteration 1 gives 0.5 and the
     decay reaches ``max_alpha`` from iteration 999 on (for 0.999).
@@ -28,7 +28,7 @@ def ema_alpha(iteration: int, max_alpha: float = 0.999) -> float:
 def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
     """In place: ``teacher_param <- alpha * teacher_param + (1 - alpha) * student_param``.
 
-    Parameters only (SPEC section 4): buffers such as BatchNorm running statistics are left as
+    Parameters only (METHOD.md §4): buffers such as BatchNorm running statistics are left as
     they are, exactly as the reference's ``_update_ema`` does. The teacher runs in train mode, so
     its BatchNorm layers use batch statistics and the running buffers never matter for it.
 

@@ -1,4 +1,4 @@
-"""LPLR: latent palette label regression onto the painted label's latent (SPEC section 4, step 2)."""
+"""LPLR: latent palette label regression onto the painted label's latent (METHOD.md §4.2)."""
 
 from __future__ import annotations
 

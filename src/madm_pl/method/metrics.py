@@ -1,4 +1,4 @@
-"""Evaluation numbers: the reference's mIoU rule and the pseudo-labels' pixel accuracy (SPEC section 6)."""
+"""Evaluation numbers: the reference's mIoU rule and the pseudo-labels' pixel accuracy (METHOD.md §6)."""
 
 from __future__ import annotations
 

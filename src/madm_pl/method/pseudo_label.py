@@ -1,4 +1,4 @@
-"""Teacher pseudo-labels, their confidence weight q and the mixed label's weight (SPEC section 4, step 4)."""
+"""Teacher pseudo-labels, their confidence weight q and the mixed label's weight (METHOD.md §4.4)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tens
     """Teacher pseudo-labels and their confidence weight q, one per sample.
 
     q is the fraction of ALL pixels of the sample whose maximum softmax probability is
-    ``>= threshold`` (the reference computes it per GPU with one image per GPU; SPEC section 5).
+    ``>= threshold`` (the reference computes it per GPU with one image per GPU; METHOD.md §5).
 
     Args:
         logits: (B,C,H,W) float, unnormalised teacher logits at label resolution.

@@ -1,11 +1,11 @@
-"""The learning-rate factor of the recipe: linear warm-up, then two steps down (SPEC section 5)."""
+"""The learning-rate factor of the recipe: linear warm-up, then two steps down (METHOD.md §5)."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
 
-# Recipe constants of SPEC section 5 (the reference's detectron2/fvcore scheduler configuration).
+# Recipe constants of METHOD.md §5 (the reference's detectron2/fvcore scheduler configuration).
 LR_WARMUP_LENGTH = 500 / 184375
 LR_WARMUP_FACTOR = 0.067
 LR_MILESTONES = (0.88888, 0.96296)

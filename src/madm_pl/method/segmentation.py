@@ -1,4 +1,4 @@
-"""The segmentation loss: pixel-weighted cross-entropy (SPEC section 4, steps 2 and 5)."""
+"""The segmentation loss: pixel-weighted cross-entropy (METHOD.md §4.2 and §4.5)."""
 
 from __future__ import annotations
 

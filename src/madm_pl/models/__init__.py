@@ -1,4 +1,4 @@
-"""Models: the Stable Diffusion backbone, the learned conditioning, the segmentation head (SPEC section 3)."""
+"""Models: the Stable Diffusion backbone, the learned conditioning, the segmentation head (METHOD.md §3)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion as a backbone: frozen VAE, fine-tuned UNet, fixed DDPM noise, taps (SPEC section 3)."""
+"""Stable Diffusion as a backbone: frozen VAE, fine-tuned UNet, fixed DDPM noise, taps (METHOD.md §3)."""
 
 import functools
 from dataclasses import dataclass
@@ -12,14 +12,14 @@ from madm_pl.models.presets import build_stack
 #: ``torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(42))``.
 BASE_NOISE_SIZE = (64, 64)
 
-#: The UNet up blocks whose last layer (before the upsampler) is tapped: strides 32, 16, 8 (SPEC section 3).
+#: The UNet up blocks whose last layer (before the upsampler) is tapped: strides 32, 16, 8 (METHOD.md §3).
 #: Strides are 4x, 2x and 1x the VAE's: 32, 16, 8 with SD's VAE (stride 8), 16, 8, 4 with a stride-4 VAE.
 TAPPED_UP_BLOCKS = (1, 2, 3)
 
 
 def tap_layers(unet: nn.Module) -> list[nn.Module]:
     """The layers whose outputs are the feature taps: the last layer (attention if the block has one, else
-    resnet) of ``unet.up_blocks[1..3]``, before their upsamplers: strides 32, 16, 8 (SPEC section 3)."""
+    resnet) of ``unet.up_blocks[1..3]``, before their upsamplers: strides 32, 16, 8 (METHOD.md §3)."""
     layers = []
     for block_index in TAPPED_UP_BLOCKS:
         block = unet.up_blocks[block_index]
@@ -53,7 +53,7 @@ class BackboneOutput:
 
 
 class DiffusionBackbone(nn.Module):
-    """SD's VAE and UNet as a segmentation backbone, as in MADM (SPEC section 3).
+    """SD's VAE and UNet as a segmentation backbone, as in MADM (METHOD.md §3).
 
     - The VAE is frozen and always in eval mode; encode/decode run without gradient.
     - The UNet is trained, except ``conv_norm_out`` and ``conv_out`` (frozen as in the reference; gradients

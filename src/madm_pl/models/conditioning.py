@@ -1,4 +1,4 @@
-"""Learnable prompt and time embedding that replace the text prompt (SPEC section 3, "Conditioning")."""
+"""Learnable prompt and time embedding that replace the text prompt (METHOD.md §3, "Conditioning")."""
 
 import torch
 from torch import Tensor, nn

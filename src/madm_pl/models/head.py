@@ -1,4 +1,4 @@
-"""Feature projections and the DAFormer head (SPEC section 3, "Projections" and "Head").
+"""Feature projections and the DAFormer head (METHOD.md §3, "Projections" and "Head").
 
 Verified against the reference (XiaRho/MADM): the projections are detectron2 ``BottleneckBlock``s with
 ``norm="GN"`` (``modeling/backbone/feature_extractor.py``, ``AttentionFeatureExtractorBackbone``), the head
@@ -6,7 +6,7 @@ is ``DAFormerHead`` with ``mlp`` embeddings and a separable ``aspp`` fusion with
 (``modeling/sem_seg_head/daformer_head.py``, ``config_files/common/models/mtmadise_multi_lora.py``), and
 the decoded image enters as the finest level "s0" with a 3 -> 128 projection (the task configs).
 
-Initialisation follows the reference's building blocks (SPEC section 3): every convolution of a projection
+Initialisation follows the reference's building blocks (METHOD.md §3): every convolution of a projection
 gets detectron2's ``c2_msra_fill`` (``BottleneckBlock.__init__``) and every ASPP / fusion convolution
 mmcv's ``ConvModule.init_weights`` (``kaiming_init``): both are Kaiming normal, fan-out, ReLU gain, bias 0,
 i.e. std = sqrt(2 / (out_channels * kh * kw)). Norm layers start at weight 1, bias 0. The per-level linear
@@ -123,7 +123,7 @@ class MADMHead(nn.Module):
     Initialisation: the reference's (see the module docstring); embeddings and classifier PyTorch's default.
 
     Everything from step 1's decoded projection on runs at full resolution: that is where the memory goes
-    (SPEC section 6b). ``activation_checkpointing`` recomputes that part in the backward pass instead of
+    (METHOD.md §6b). ``activation_checkpointing`` recomputes that part in the backward pass instead of
     storing its activations; BatchNorm running statistics are updated once (not again on recomputation).
 
     Args:

@@ -1,4 +1,4 @@
-"""Diffusion stacks (VAE, UNet, DDPM schedule, empty-prompt embedding): presets and folders (SPEC section 3).
+"""Diffusion stacks (VAE, UNet, DDPM schedule, empty-prompt embedding): presets and folders (METHOD.md §3).
 
 A *stack* is everything :class:`~madm_pl.models.backbone.DiffusionBackbone` needs from Stable Diffusion:
 the VAE, the UNet, the DDPM noise schedule and the CLIP embedding of the empty prompt (``uncond``).
@@ -222,7 +222,7 @@ def empty_prompt_embedding(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel
         text_encoder: its last hidden state (after the final layer norm) is the embedding.
 
     Returns:
-        (1,77,D) float32 on CPU (SPEC section 3: "uncond").
+        (1,77,D) float32 on CPU (METHOD.md §3: "uncond").
     """
     input_ids = tokenizer(
         "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"

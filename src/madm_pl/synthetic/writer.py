@@ -2,7 +2,7 @@
 (console script ``madm-pl-data``, also ``python -m madm_pl.synthetic``).
 
 ``generate`` / ``main`` write the scenes in the folder layouts and label id spaces of the real datasets
-(SPEC section 1), so the real loaders read them. Every scene is labelled, the target-train scenes too
+(METHOD.md §1), so the real loaders read them. Every scene is labelled, the target-train scenes too
 (real FMB, DELIVER and DSEC ship train labels), so that an oracle can train on target labels; adaptation
 ignores them:
 

@@ -1,4 +1,4 @@
-"""Datasets in their real on-disk layouts (SPEC section 1), plus a folder of your own images.
+"""Datasets in their real on-disk layouts (METHOD.md §1), plus a folder of your own images.
 
 Every dataset lists its files at construction, either by scanning the layout (sorted, so the order
 is deterministic) or, given ``file_list``, exactly the files of a reference JSON list (paths relative

@@ -10,7 +10,7 @@ from madm_pl.data.datasets.base import Sample, SegmentationDataset, swap_prefix
 
 
 class CityscapesDataset(SegmentationDataset):
-    """Cityscapes RGB, the labelled source (SPEC section 1).
+    """Cityscapes RGB, the labelled source (METHOD.md §1).
 
     Layout: ``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/<name>_gtFine_labelTrainIds.png`` (19 train ids + 255). Labels are mapped

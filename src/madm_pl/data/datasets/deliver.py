@@ -13,7 +13,7 @@ DELIVER_CONDITIONS: tuple[str, ...] = ("cloud", "fog", "night", "rain", "sun")
 
 
 class DeliverDepthDataset(TargetDataset):
-    """DELIVER depth, target of rgb2depth (SPEC section 1).
+    """DELIVER depth, target of rgb2depth (METHOD.md §1).
 
     Layout: ``depth/{cloud,fog,night,rain,sun}/{train,test}/MAP_*/<id>_depth_front.png``; labels
     ``semantic/<condition>/<split>/MAP_*/<id>_semantic_front.png`` (read for test, and for train when

@@ -11,7 +11,7 @@ from madm_pl.labels import Task
 
 
 class DSECEventDataset(TargetDataset):
-    """DSEC events as edge images, target of rgb2event (SPEC section 1).
+    """DSEC events as edge images, target of rgb2event (METHOD.md §1).
 
     Layout: ``69mask_{train,test}_edges/<sequence>/<frame>.png`` (6-digit frame numbers) with
     ``{train,test}_semantic_labels/<sequence>/11classes/<same name>.png`` (already 11-class ids; read for

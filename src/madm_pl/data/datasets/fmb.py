@@ -8,7 +8,7 @@ from madm_pl.data.datasets.base import TargetDataset
 
 
 class FMBInfraredDataset(TargetDataset):
-    """FMB infrared, target of rgb2infrared (SPEC section 1).
+    """FMB infrared, target of rgb2infrared (METHOD.md §1).
 
     Layout: ``{train,test}/Infrared/*.png`` with ``{train,test}/Label/*.png`` (ids 0..14, mapped by
     ``labels.FMB_TO_9``, 0 "unlabeled" to 255; read for test, and for train when ``labelled=True``).

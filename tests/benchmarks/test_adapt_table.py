@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from types import ModuleType
 
-import benchmarks.adapt_table
 import pytest
+
+import benchmarks.adapt_table
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_a_markdown_file_without_markers_is_refused_before_training(table: Modul
 def test_a_resumed_table_finds_the_finished_runs(table: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     # The keys of benchmarks/results/adapt_runs.jsonl were written by the script that read the demo
     # configs as plain YAML; parsed now through the CLI (base + task file), the same runs get the same keys.
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)
     runs = table.read_runs(repo / "benchmarks" / "results" / "adapt_runs.jsonl")
     args = argparse.Namespace(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tensorboard_screenshot.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tensorboard_screenshot.sh"
 
 
 def test_screenshot_script_names_the_missing_browser(tmp_path: Path) -> None:

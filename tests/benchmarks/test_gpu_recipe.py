@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-import benchmarks.gpu_recipe
 import pytest
 import torch
+
+import benchmarks.gpu_recipe
 
 
 @pytest.fixture(scope="module")
