@@ -376,6 +376,7 @@ def markdown_table(summary: dict[str, Any], tasks: Sequence[str], methods: Seque
         "| method | " + " | ".join(tasks) + " |",
         "| --- | " + " | ".join("---" for _ in tasks) + " |",
     ]
+    full = max((len(c["seeds"]) for cells in summary["cells"].values() for c in cells.values()), default=0)
     for method in methods:
         row = []
         for task in tasks:
@@ -383,12 +384,25 @@ def markdown_table(summary: dict[str, Any], tasks: Sequence[str], methods: Seque
             if cell is None:
                 row.append("-")
                 continue
-            text = f"{cell['mean']:.1f} ± {cell['std']:.1f}"
+            text = _mean_and_spread(cell["mean"], cell["std"], cell["seeds"], "{:.1f}")
             if cell["gap_closed"] is not None and method not in ("source-only", "oracle"):
                 text += f" ({100 * cell['gap_closed']:+.0f} %)"
+            text += _fewer_seeds(cell["seeds"], full)
             row.append(text)
         lines.append(f"| {method} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _mean_and_spread(mean: float, std: float, seeds: Sequence[int], form: str) -> str:
+    """``mean ± std``, or the mean alone where one seed gives no spread to show."""
+    return form.format(mean) if len(seeds) < 2 else f"{form.format(mean)} ± {std:.1f}"
+
+
+def _fewer_seeds(seeds: Sequence[int], full: int) -> str:
+    """`` [seeds 0, 1]`` for a cell with fewer seeds than the table's fullest cell (else nothing)."""
+    if len(seeds) >= full:
+        return ""
+    return " [seed{} {}]".format("s" if len(seeds) > 1 else "", ", ".join(map(str, seeds)))
 
 
 def write_chart(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence[str], path: Path) -> None:
@@ -465,13 +479,18 @@ def paired_differences(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict
 def differences_table(differences: dict[str, dict[str, Any]], tasks: Sequence[str]) -> str:
     """Rows: each comparison; columns: tasks; cells: ``mean ± std`` of the paired per-seed differences."""
     names = list(dict.fromkeys(name for task in tasks for name in differences.get(task, {})))
+    full = max((len(c["seeds"]) for cells in differences.values() for c in cells.values()), default=0)
     lines = ["| paired difference (per seed) | " + " | ".join(tasks) + " |"]
     lines.append("| --- | " + " | ".join("---" for _ in tasks) + " |")
     for name in names:
         cells = []
         for task in tasks:
             cell = differences.get(task, {}).get(name)
-            cells.append("-" if cell is None else f"{cell['mean']:+.1f} ± {cell['std']:.1f}")
+            if cell is None:
+                cells.append("-")
+                continue
+            text = _mean_and_spread(cell["mean"], cell["std"], cell["seeds"], "{:+.1f}")
+            cells.append(text + _fewer_seeds(cell["seeds"], full))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -67,6 +67,22 @@ def test_summary_mean_spread_and_gap_closed(table: ModuleType) -> None:
     assert "| source-only | 12.0 ± 2.8 |" in text
 
 
+def test_a_cell_with_fewer_seeds_says_which_and_one_seed_shows_no_spread(table: ModuleType) -> None:
+    runs = [_run("rgb2depth", "source-only", seed, 10.0 + 2 * seed) for seed in (0, 1, 2)]
+    runs += [_run("rgb2depth", "self-training", 0, 15.0), _run("rgb2depth", "MADM", 0, 13.0)]
+    runs += [_run("rgb2depth", "MADM", 1, 17.0)]
+    methods = ["source-only", "self-training", "MADM"]
+    summary = table.summarise(runs, ["rgb2depth"], methods)
+    text = table.markdown_table(summary, ["rgb2depth"], methods)
+    assert "| source-only | 12.0 ± 2.0 |" in text  # all three seeds: no note
+    assert "| self-training | 15.0 [seed 0] |" in text  # one seed: no ± 0.0
+    assert "| MADM | 15.0 ± 2.8 [seeds 0, 1] |" in text
+    differences = table.differences_table(table.paired_differences(runs, ["rgb2depth"]), ["rgb2depth"])
+    # self-training - source-only on seed 0 only (15 - 10); MADM - self-training on seed 0 (13 - 15)
+    assert "| self-training vs source-only | +5.0 |" in differences
+    assert "| MADM vs self-training | -2.0 |" in differences
+
+
 def test_seeds_note_names_each_task_when_their_seeds_differ(table: ModuleType) -> None:
     same = [_run(t, "oracle", seed, 1.0) for t in ("rgb2depth", "rgb2event") for seed in (0, 1)]
     assert table.seeds_note(same, ["rgb2depth", "rgb2event"]) == "seeds [0, 1]"
