@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from madm_pl.labels import CITYSCAPES_TO_9, IGNORE_INDEX
+from madm_pl.method.metrics import miou_from_confusion
 from madm_pl.models.backbone import tap_layers, tap_output
 from madm_pl.models.presets import build_stack
 from madm_pl.prior.scenes import HELDOUT_START, render_paired_pool
@@ -75,13 +76,15 @@ def positions(feature: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def miou(prediction: Tensor, target: Tensor) -> float:
-    """Mean IoU (%) over the classes present in ``target``."""
-    ious = []
-    for c in range(NUM_CLASSES):
-        truth, predicted = target == c, prediction == c
-        if truth.any():
-            ious.append((truth & predicted).sum().item() / (truth | predicted).sum().item())
-    return 100 * float(np.mean(ious))
+    """Mean IoU (%) by the project's evaluation rule (``miou_from_confusion``, METHOD.md §6): a class
+    only predicted counts 0, a class absent from both is skipped.
+
+    Args:
+        prediction: (N,) int64 class ids.
+        target: (N,) int64 class ids (ignored positions already dropped).
+    """
+    confusion = torch.bincount(target * NUM_CLASSES + prediction, minlength=NUM_CLASSES**2)
+    return 100 * miou_from_confusion(confusion.reshape(NUM_CLASSES, NUM_CLASSES))[0]
 
 
 def fit_probe(rows: Tensor, targets: Tensor, steps: int = 300) -> Callable[[Tensor], Tensor]:
