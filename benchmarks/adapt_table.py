@@ -414,8 +414,9 @@ def write_chart(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence
 
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(methods)
+    full = max((len(c["seeds"]) for cells in summary["cells"].values() for c in cells.values()), default=0)
     for i, method in enumerate(methods):
-        xs, means, low, high = [], [], [], []
+        xs, means, low, high, hatches = [], [], [], [], []
         for t, task in enumerate(tasks):
             cell = summary["cells"][task].get(method)
             if cell is None:
@@ -424,10 +425,18 @@ def write_chart(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence
             means.append(cell["mean"])
             low.append(cell["mean"] - cell["min"])
             high.append(cell["max"] - cell["mean"])
-        ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
+            hatches.append("//" if len(cell["seeds"]) < full else "")  # a cell with fewer seeds
+        bars = ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=method)
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("target test mIoU (%)")
-    ax.set_title("Synthetic world, tiny prior: mean over seeds, whiskers = min..max")
+    fewer = (
+        " (hatched: fewer seeds)"
+        if any(len(c["seeds"]) < full for cells in summary["cells"].values() for c in cells.values())
+        else ""
+    )
+    ax.set_title(f"Synthetic world, tiny prior: mean over seeds, whiskers = min..max{fewer}")
     ax.legend(ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     _save_figure(fig, path)
