@@ -443,15 +443,16 @@ def write_chart(summary: dict[str, Any], tasks: Sequence[str], methods: Sequence
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure to ``path`` via a temporary file (no half-written chart); close it."""
+    """Write a matplotlib figure to ``path`` as PNG with the package's atomic writer; close it."""
     import matplotlib.pyplot as plt
+
+    from madm_pl.data.io import atomic_write
 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_write(path) as file:
+        fig.savefig(file, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def replace_between_markers(document: str, content: str) -> str:

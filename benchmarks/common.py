@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from madm_pl.data.io import atomic_write
 from madm_pl.labels import IGNORE_INDEX
 
 #: Trainer arguments of a bare training loop: nothing to log, save, validate or draw while timing.
@@ -93,8 +94,7 @@ def replace_between_markers(document: str, content: str, name: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so no reader sees half a file."""
+    """Write ``text`` (UTF-8) to ``path`` with the package's atomic writer, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_write(path) as file:
+        file.write(text.encode())

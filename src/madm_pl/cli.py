@@ -267,7 +267,7 @@ def parse_config(args: list[str]) -> Namespace:
     Raises:
         SystemExit: a bad option or config (jsonargparse's message).
     """
-    return ConfigOnlyCLI(MADMModule, CrossModalityDataModule, args=args, run=False, **cli_options()).config
+    return ConfigOnlyCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options()).config
 
 
 def instantiate(section: Namespace, class_: type | None = None, **kwargs: Any) -> Any:

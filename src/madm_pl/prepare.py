@@ -166,7 +166,7 @@ def parse_datamodule(args: Sequence[str]) -> CrossModalityDataModule:
         if not Path(config).is_file():
             _fail(f"config '{config}' not found; fix -c/--config")
     options = cli_options("madm-pl prepare", DESCRIPTION)
-    config = PrepareCLI(MADMModule, CrossModalityDataModule, args=list(args), run=False, **options).config
+    config = PrepareCLI(MADMModule, CrossModalityDataModule, args=list(args), **options).config
     init_args = config.data.get("init_args")
     missing = [f"--data.{name}" for name in REQUIRED if not init_args.get(name)]
     if missing:
