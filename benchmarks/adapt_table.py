@@ -536,8 +536,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     done, _ = run_all(args)
     # The table covers every task with runs of its setup (this call's options), not only this call's tasks.
+    # One setup per task: each is a parse of the task's config by the CLI's parser.
+    all_setups = {task: run_setup(args, task) for task in TASKS}
     wanted = {
-        run_key(task, method, seed, run_setup(args, task))
+        run_key(task, method, seed, all_setups[task])
         for task in TASKS
         for method in METHODS
         for seed in args.seeds
@@ -551,10 +553,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = summarise(setup_runs, tasks, methods)
     summary["paired_differences"] = paired_differences(setup_runs, tasks)
     minutes = sum(r["train_seconds"] for r in setup_runs) / 60
-    setups = {task: run_setup(args, task) for task in tasks}
     recipe = "; ".join(
-        f"{task}: {setup['iterations']} iterations, backbone `{setup['backbone']}`"
-        for task, setup in setups.items()
+        f"{task}: {all_setups[task]['iterations']} iterations, backbone `{all_setups[task]['backbone']}`"
+        for task in tasks
     )
     overrides = f", overrides {args.overrides}" if args.overrides else ""
     content = (
