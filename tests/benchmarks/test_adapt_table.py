@@ -23,14 +23,35 @@ def test_each_ingredient_adds_exactly_its_switches(table: ModuleType) -> None:
         return {k: v for k, v in methods[b].items() if methods[a][k] != v}
 
     assert changed("self-training", "+DPLG") == {"dplg": True}
-    assert changed("self-training", "+LPLR") == {"lplr_source": True, "lplr_target": True}
-    assert changed("self-training", "MADM") == {"dplg": True, "lplr_source": True, "lplr_target": True}
+    assert changed("self-training", "+LPLR") == {"lplr": True}
+    assert changed("self-training", "MADM") == {"dplg": True, "lplr": True}
     assert methods["source-only"]["mode"] == "source_only" and methods["oracle"]["mode"] == "oracle"
     assert (
         methods["self-training"] | {"mode": "madm", "classmix": True, "ema": True} == methods["self-training"]
     )
     # every method names every switch, so none inherits one from the demo config
     assert len({frozenset(m) for m in methods.values()}) == 1
+
+
+def test_lplr_methods_train_the_tasks_own_lplr_terms(table: ModuleType) -> None:
+    # the paper's event recipe regresses only the source palette (at weight 20, from the config);
+    # depth and infrared regress both. A method that switched both on everywhere trained something
+    # else than MADM on rgb2event.
+    for method in ("+LPLR", "MADM"):
+        event = table.method_switches("rgb2event", method)
+        assert (event["lplr_source"], event["lplr_target"]) == (True, False)
+        for task in ("rgb2depth", "rgb2infrared"):
+            both = table.method_switches(task, method)
+            assert (both["lplr_source"], both["lplr_target"]) == (True, True)
+    for method in ("source-only", "oracle", "self-training", "+DPLG"):
+        off = table.method_switches("rgb2event", method)
+        assert (off["lplr_source"], off["lplr_target"]) == (False, False)
+    setup = {"backbone": "priors/tiny", "data": "data/synthetic", "overrides": {}}
+    options = table.run_options("rgb2event", "MADM", 0, setup)
+    assert "--model.init_args.lplr_target=false" in options
+    assert "--model.init_args.lplr_source=true" in options and "--model.init_args.dplg=true" in options
+    # the weight is not a method switch: the run keeps the config's 20
+    assert not any("lplr_source_weight" in option for option in options)
 
 
 def _run(task: str, method: str, seed: int, miou: float) -> dict:
