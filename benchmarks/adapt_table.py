@@ -172,14 +172,15 @@ def run_key(task: str, method: str, seed: int, setup: dict[str, Any]) -> str:
     return json.dumps({"task": task, "method": method, "seed": seed, **setup}, sort_keys=True)
 
 
-def method_switches(task: str, method: str) -> dict[str, Any]:
-    """The model options of ``method`` on ``task``: ``METHODS[method]`` with ``lplr`` replaced by the
-    two LPLR terms. With LPLR on they are the task's demo config's (the paper's per task: rgb2event
-    regresses only the source palette, at weight 20), so MADM here is the task's recipe; off, both off.
+def method_switches(method: str, config: Namespace) -> dict[str, Any]:
+    """The model options of ``method`` on a task whose parsed demo config is ``config``:
+    ``METHODS[method]`` with ``lplr`` replaced by the two LPLR terms. With LPLR on they are the
+    config's (the paper's per task: rgb2event regresses only the source palette, at weight 20), so
+    MADM here is the task's recipe; off, both off.
     """
     switches = dict(METHODS[method])
     if switches.pop("lplr"):
-        model = demo_config(task).model.init_args
+        model = config.model.init_args
         switches |= {"lplr_source": model.lplr_source, "lplr_target": model.lplr_target}
     else:
         switches |= {"lplr_source": False, "lplr_target": False}
@@ -189,9 +190,10 @@ def method_switches(task: str, method: str) -> dict[str, Any]:
 def run_options(task: str, method: str, seed: int, setup: dict[str, Any]) -> list[str]:
     """The ``madm-pl fit`` options a run adds to its demo config: the method's switches, the seed, the
     backbone, the data folder's roots and the overrides (``--model.init_args.lr=0.001``, ...)."""
-    model_args = {**method_switches(task, method), "backbone": setup["backbone"], "seed": seed}
+    config = demo_config(task)
+    model_args = {**method_switches(method, config), "backbone": setup["backbone"], "seed": seed}
     data_args = {"seed": seed, "target_train_labels": True}
-    roots = demo_config(task).data.init_args
+    roots = config.data.init_args
     for key in ("source_root", "target_root"):
         data_args[key] = str(Path(setup["data"], Path(roots[key]).name))
     for key, value in setup["overrides"].items():

@@ -37,14 +37,15 @@ def test_lplr_methods_train_the_tasks_own_lplr_terms(table: ModuleType) -> None:
     # the paper's event recipe regresses only the source palette (at weight 20, from the config);
     # depth and infrared regress both. A method that switched both on everywhere trained something
     # else than MADM on rgb2event.
+    configs = {task: table.demo_config(task) for task in table.TASKS}
     for method in ("+LPLR", "MADM"):
-        event = table.method_switches("rgb2event", method)
+        event = table.method_switches(method, configs["rgb2event"])
         assert (event["lplr_source"], event["lplr_target"]) == (True, False)
         for task in ("rgb2depth", "rgb2infrared"):
-            both = table.method_switches(task, method)
+            both = table.method_switches(method, configs[task])
             assert (both["lplr_source"], both["lplr_target"]) == (True, True)
     for method in ("source-only", "oracle", "self-training", "+DPLG"):
-        off = table.method_switches("rgb2event", method)
+        off = table.method_switches(method, configs["rgb2event"])
         assert (off["lplr_source"], off["lplr_target"]) == (False, False)
     setup = {"backbone": "priors/tiny", "data": "data/synthetic", "overrides": {}}
     options = table.run_options("rgb2event", "MADM", 0, setup)
