@@ -84,19 +84,21 @@ def paper_config(*overrides: str) -> Any:
     parity stack and head sizes (and ``overrides``)."""
     from madm_pl.cli import parse_config
 
-    return parse_config([
-        "-c",
-        str(REPO / "configs" / "rgb2infrared.yaml"),
-        f"--model.init_args.backbone={PARITY_BACKBONE}",
-        f"--model.init_args.head_embed_dim={fx.HEAD_EMBED_DIM}",
-        f"--model.init_args.head_projection_channels={fx.HEAD_PROJECTION_CHANNELS}",
-        f"--model.init_args.head_decoded_channels={fx.HEAD_DECODED_CHANNELS}",
-        f"--model.init_args.head_bottleneck_width={fx.HEAD_BOTTLENECK_WIDTH}",
-        # memory settings that change no value (recompute in backward); off to keep the step simple
-        "--model.init_args.unet_gradient_checkpointing=false",
-        "--model.init_args.head_activation_checkpointing=false",
-        *overrides,
-    ])
+    return parse_config(
+        [
+            "-c",
+            str(REPO / "configs" / "rgb2infrared.yaml"),
+            f"--model.init_args.backbone={PARITY_BACKBONE}",
+            f"--model.init_args.head_embed_dim={fx.HEAD_EMBED_DIM}",
+            f"--model.init_args.head_projection_channels={fx.HEAD_PROJECTION_CHANNELS}",
+            f"--model.init_args.head_decoded_channels={fx.HEAD_DECODED_CHANNELS}",
+            f"--model.init_args.head_bottleneck_width={fx.HEAD_BOTTLENECK_WIDTH}",
+            # memory settings that change no value (recompute in backward); off to keep the step simple
+            "--model.init_args.unet_gradient_checkpointing=false",
+            "--model.init_args.head_activation_checkpointing=false",
+            *overrides,
+        ]
+    )
 
 
 def build_module(monkeypatch: Any, *overrides: str) -> Any:

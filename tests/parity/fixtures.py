@@ -211,7 +211,7 @@ def batch(micro_batch: int) -> dict[str, Tensor]:
 
 def checksum(tensor: Tensor) -> list[float]:
     """Sum and sum of squares in float64: enough to tell that both sides built the same input."""
-    values = tensor.double()
+    values = tensor.detach().double()
     return [float(values.sum()), float((values * values).sum())]
 
 
@@ -248,8 +248,12 @@ def replace_dropout(head: nn.Module, name: str) -> ReplayDropout2d:
     Raises:
         ValueError: ``head`` holds no ``Dropout2d`` or more than one.
     """
-    found = [(parent, child_name, child) for parent in head.modules() for child_name, child in parent.named_children()
-             if isinstance(child, nn.Dropout2d)]
+    found = [
+        (parent, child_name, child)
+        for parent in head.modules()
+        for child_name, child in parent.named_children()
+        if isinstance(child, nn.Dropout2d)
+    ]
     if len(found) != 1:
         raise ValueError(f"expected one Dropout2d in the head, found {len(found)}")
     parent, child_name, child = found[0]

@@ -2,9 +2,9 @@
 
 The reference ran ``MTMADISE.forward`` at iteration 0 on two images (its 2 GPUs x 1 image), averaged the
 gradients (DDP), clipped them to norm 0.01 and took one AdamW step at the LR of iteration 0
-(``tools/parity/regenerate.py``, ``golden_full_step``). Here ``madm-pl fit``'s recipe (configs/rgb2infrared.yaml
-parsed by its parser: 1 image x 2 accumulated micro-batches) runs the same step in a Lightning ``Trainer``
-on the parity stack with the same weights, inputs, dropout masks and random draws.
+(``tools/parity/regenerate.py``, ``golden_full_step``). Here ``madm-pl fit``'s recipe
+(configs/rgb2infrared.yaml parsed by its parser: 1 image x 2 accumulated micro-batches) runs the same step
+in a Lightning ``Trainer`` on the parity stack with the same weights, inputs, dropout masks and draws.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class _Grads(Callback):
         self.lrs: list[float] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+        self.grads = {
+            n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None
+        }
         self.lrs = [group["lr"] for group in optimizer.param_groups]
 
 
@@ -79,7 +81,9 @@ def run_full_step(monkeypatch, tmp_path, overrides: tuple[str, ...]) -> dict:
 
     def recording_add_noise(latent, timestep):
         noised = add_noise(latent, timestep)
-        calls.append({"timestep": int(timestep), "latent": fx.checksum(latent), "noised": fx.checksum(noised)})
+        calls.append(
+            {"timestep": int(timestep), "latent": fx.checksum(latent), "noised": fx.checksum(noised)}
+        )
         return noised
 
     monkeypatch.setattr(module.backbone, "add_noise", recording_add_noise)
@@ -120,7 +124,9 @@ def compare_full_step(result: dict) -> None:
         # The four loss terms of each image (float32 sums over the same pixels, after three networks).
         for name, reference in LOSSES.items():
             actual = logged[f"train/loss_{name}"][micro]
-            assert actual == pytest.approx(expected["losses"][reference], rel=LOSS_RTOL), f"image {micro}: {name}"
+            assert actual == pytest.approx(expected["losses"][reference], rel=LOSS_RTOL), (
+                f"image {micro}: {name}"
+            )
         # q: the same count of confident teacher pixels (one pixel is 1/32768).
         assert logged["train/pseudo_label_weight"][micro] == pytest.approx(expected["q"], abs=0.5 / 32768)
         # DPLG: the teacher's timestep at iteration 0 is the drawn t0 (50, then 51).
@@ -132,14 +138,19 @@ def compare_full_step(result: dict) -> None:
             assert call["timestep"] == roles[role]["timestep"], f"image {micro}: {role} timestep"
             for key, reference_key in (("latent", "latent"), ("noised", "noised_latent")):
                 torch.testing.assert_close(
-                    torch.tensor(call[key]), torch.tensor(roles[role][reference_key]), rtol=1e-5, atol=1e-3,
-                    msg=lambda m, role=role, key=key: f"image {micro}: {role} {key}: {m}",
+                    torch.tensor(call[key]),
+                    torch.tensor(roles[role][reference_key]),
+                    rtol=1e-5,
+                    atol=1e-3,
+                    msg=lambda m, role=role, key=key, micro=micro: f"image {micro}: {role} {key}: {m}",
                 )
 
     module, grads = result["module"], result["grads"]
     names = golden["parameters"]
     madm_names = {reference_name(n): n for n in grads.grads}
-    assert sorted(madm_names) == names, "parameters with a gradient: " + repr(sorted(set(madm_names) ^ set(names))[:8])
+    assert sorted(madm_names) == names, "parameters with a gradient: " + repr(
+        sorted(set(madm_names) ^ set(names))[:8]
+    )
     # The LR of iteration 0: 5e-6 x 0.067 for every group.
     assert grads.lrs == pytest.approx([golden["lr"][0]] * len(grads.lrs), rel=1e-12)
     norms = torch.stack([grads.grads[madm_names[n]].double().norm() for n in names])
@@ -163,8 +174,11 @@ def compare_full_step(result: dict) -> None:
         indices = fx.subsample_indices(grad.numel(), 8, f"full/{name}")
         scale = tensors["grad_max"][i].item()
         torch.testing.assert_close(
-            grad[indices].double(), tensors["grad_sample"][i].double(), rtol=GRAD_ELEMENT_RTOL,
-            atol=GRAD_ELEMENT_ATOL * scale, msg=lambda m, name=name: f"gradient of {name}: {m}",
+            grad[indices].double(),
+            tensors["grad_sample"][i].double(),
+            rtol=GRAD_ELEMENT_RTOL,
+            atol=GRAD_ELEMENT_ATOL * scale,
+            msg=lambda m, name=name: f"gradient of {name}: {m}",
         )
         param = dict(module.named_parameters())[madm].detach().reshape(-1)
         delta = param[indices].double() - result["before"][madm].reshape(-1)[indices].double()
@@ -172,7 +186,8 @@ def compare_full_step(result: dict) -> None:
         ulp = torch.finfo(torch.float32).eps * param[indices].double().abs().clamp_min(1e-3)
         difference = (delta - tensors["delta_sample"][i]).abs()
         assert bool((difference[robust] <= UPDATE_ULPS * ulp[robust]).all()), (
-            f"AdamW update of {name}: {delta[robust].tolist()} vs {tensors['delta_sample'][i][robust].tolist()}"
+            f"AdamW update of {name}: {delta[robust].tolist()} "
+            f"vs {tensors['delta_sample'][i][robust].tolist()}"
         )
         compared += int(robust.sum())
     assert compared > 0.9 * 8 * len(names), f"only {compared} updates were compared"

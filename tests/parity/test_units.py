@@ -23,7 +23,6 @@ from madm_pl.method.pseudo_label import mixed_weight, pseudo_label
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
 from tests.parity import fixtures as fx
-from tests.parity.draws import TorchWith
 from tests.parity.common import (
     assert_close,
     assert_sample,
@@ -33,6 +32,7 @@ from tests.parity.common import (
     paper_config,
     reference_name,
 )
+from tests.parity.draws import TorchWith
 
 # diffusers 0.25 (reference) vs 0.42 (madm-pl) kernels and reduction orders differ at ~1e-6 at tiny widths.
 KERNELS = {"rtol": 1e-5, "atol": 2e-6}
@@ -57,7 +57,9 @@ def test_dplg_timestep_at_every_iteration_of_every_task():
         t0 = int(key.split("t0=")[1])
         expected = expand(schedule["runs"])
         actual = [dplg_timestep(i, t0, schedule["t_end"]) for i in range(len(expected))]
-        assert actual == expected, f"{key}: first difference at iteration {_first_difference(actual, expected)}"
+        assert actual == expected, (
+            f"{key}: first difference at iteration {_first_difference(actual, expected)}"
+        )
 
 
 def test_paper_configs_use_the_reference_dplg_constants():
@@ -78,8 +80,13 @@ def test_fixed_noise_and_noised_latent(module):
     assert fx.checksum(latent) == golden["latent_checksum"]
     for t, expected in golden["noised"].items():
         # DDPMScheduler.add_noise in diffusers 0.25 and 0.42: the same float32 formula.
-        assert_sample(module.backbone.add_noise(latent, int(t)), expected, rtol=1e-6, atol=1e-6,
-                      what=f"noised latent at t={t}")
+        assert_sample(
+            module.backbone.add_noise(latent, int(t)),
+            expected,
+            rtol=1e-6,
+            atol=1e-6,
+            what=f"noised latent at t={t}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- LPLR
@@ -101,8 +108,9 @@ def test_vae_latents_encode_and_decode(module):
     assert_close(module.backbone.encode(tensors["painted"]), tensors["latent"], what="VAE latent", **KERNELS)
     # Decode: the reference multiplies by 1/0.18215, madm-pl divides by 0.18215 (one rounding apart, ~1e-7
     # relative on the latent), which the decoder amplifies to ~1e-5 on its output.
-    assert_close(module.backbone.decode(tensors["latent"]), tensors["decoded"], rtol=1e-4, atol=2e-5,
-                 what="VAE decode")
+    assert_close(
+        module.backbone.decode(tensors["latent"]), tensors["decoded"], rtol=1e-4, atol=2e-5, what="VAE decode"
+    )
 
 
 def test_both_losses():
@@ -170,9 +178,14 @@ def test_ema_teacher():
                 param.add_(0.1 * fx.fill(f"ema/move/{step}/{name}", param.shape))
         ema_update(teacher, student, ema_alpha(iteration, golden["ema_alpha"]))
         for name, tensor in teacher.state_dict().items():
-            # alpha * ema + (1 - alpha) * param: one float32 rounding apart (multi-tensor add vs two products).
-            assert_close(tensor, tensors[f"{iteration}/{name}"], rtol=1e-6, atol=1e-7,
-                         what=f"teacher {name} after the update at iteration {iteration}")
+            # alpha * ema + (1 - alpha) * param: a float32 rounding apart (multi-tensor add vs two products).
+            assert_close(
+                tensor,
+                tensors[f"{iteration}/{name}"],
+                rtol=1e-6,
+                atol=1e-7,
+                what=f"teacher {name} after the update at iteration {iteration}",
+            )
 
 
 # ------------------------------------------------------------------------------------------ ClassMix
@@ -248,8 +261,13 @@ def test_projections_and_head(module):
     # Train mode (BatchNorm batch statistics, the replayed dropout masks). Linear-on-pixels (reference) vs
     # 1x1 conv (madm-pl) embeddings and GroupNorm / BatchNorm reductions: ~1e-6.
     assert_sample(logits, golden["logits"], rtol=1e-4, atol=1e-5, what="head logits")
-    assert_close(logits.double().sum(dim=(0, 2, 3)), torch.tensor(golden["class_sums"]), rtol=1e-5, atol=1e-2,
-                 what="head logits, per-class sums")
+    assert_close(
+        logits.double().sum(dim=(0, 2, 3)),
+        torch.tensor(golden["class_sums"]),
+        rtol=1e-5,
+        atol=1e-2,
+        what="head logits, per-class sums",
+    )
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -291,4 +309,3 @@ def _label(stored: torch.Tensor) -> torch.Tensor:
 
 def _first_difference(actual: list, expected: list) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
-

@@ -27,17 +27,20 @@ Versions measured there: torch 2.13.0+cpu, diffusers 0.25.0, transformers 4.26.1
 kornia 0.6.0, timm 0.6.13, numpy 1.26.4, fvcore 0.1.5.post20221221, omegaconf 2.3.1, safetensors 0.8.0.
 Why these: the reference's ``requirements.txt`` pins diffusers 0.25.0, huggingface-hub 0.20.3 and
 ``stable-diffusion-sdkit==2.1.3``, whose metadata requires ``kornia==0.6`` (so kornia 0.6.0 is installed
-directly); transformers 4.26.1 is the last release whose CLIP module still has ``_expand_mask``, which the
-reference imports; timm 0.6.11 (the pin) does not import on Python 3.11, 0.6.13 has the same
-``trunc_normal_``; detectron2 (from git master in the reference's README) and mmcv 1.3.7 (its README's pin)
-are used from their source trees, whose pure-Python parts are all the recipe reaches.
+directly); transformers 4.26.1 still provides ``modeling_clip._expand_mask``, which the reference imports;
+timm 0.6.11 (the pin) does not import on Python 3.11 (reported by the session that first ran the reference
+on a CPU), 0.6.13 has the same ``trunc_normal_``; detectron2 (git master in the reference's README) and
+mmcv 1.3.7 (its README's pin) are used from their source trees, whose pure-Python parts are all the recipe
+reaches.
 
 Regenerate, then check that a second run reproduces the committed files bit for bit::
 
     OMP_NUM_THREADS=1 /work/refenv/venv/bin/python tools/parity/regenerate.py \\
-        --reference /work/refenv/src/MADM --detectron2 /work/refenv/src/detectron2 --mmcv /work/refenv/src/mmcv
+        --reference /work/refenv/src/MADM --detectron2 /work/refenv/src/detectron2 \\
+        --mmcv /work/refenv/src/mmcv
     OMP_NUM_THREADS=1 /work/refenv/venv/bin/python tools/parity/regenerate.py --check \\
-        --reference /work/refenv/src/MADM --detectron2 /work/refenv/src/detectron2 --mmcv /work/refenv/src/mmcv
+        --reference /work/refenv/src/MADM --detectron2 /work/refenv/src/detectron2 \\
+        --mmcv /work/refenv/src/mmcv
 
 Seams (what is changed in the reference's process, and why):
 
@@ -73,9 +76,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
-import math
 import random
-import shutil
 import sys
 import tempfile
 import types
@@ -105,7 +106,9 @@ STEP_SAMPLE = 8
 
 
 def _load_fixtures() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("parity_fixtures", REPO / "tests" / "parity" / "fixtures.py")
+    spec = importlib.util.spec_from_file_location(
+        "parity_fixtures", REPO / "tests" / "parity" / "fixtures.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -240,7 +243,7 @@ def load_task_config(task: str, reference: Path) -> Any:
 
 
 def build_reference_model(reference: Path, stack: Path, output_dir: Path) -> tuple[nn.Module, Any]:
-    """The reference's infrared recipe (``MTMADISE`` from its task config), sizes overridden, weights filled."""
+    """The reference's infrared recipe (``MTMADISE`` from its task config), sizes overridden, filled."""
     from config import instantiate_cmdise
     from modeling.meta_arch import ldm_diffusers
 
@@ -286,7 +289,7 @@ FILLED_PREFIXES = (
 
 @torch.no_grad()
 def fill_reference(model: nn.Module) -> None:
-    """Every parameter of the trained and frozen stack by its canonical reference name, then the EMA copies."""
+    """Every parameter of the stack by its canonical reference name, then the EMA copies from the student."""
     state = model.state_dict(keep_vars=True)
     for name, tensor in state.items():
         if name.startswith(ALIASES) or not name.startswith(FILLED_PREFIXES):
@@ -304,9 +307,10 @@ def fill_reference(model: nn.Module) -> None:
 def canonical(name: str) -> str:
     """A parameter's name under the module the recipe uses (``named_parameters`` lists a shared module once,
     under its first name: ``clip_project_rgb`` is ``clip_project_others``)."""
-    for alias, target in (("backbone.feature_extractor.clip_project_rgb.",
-                           "backbone.feature_extractor.clip_project_others."),
-                          ("sem_seg_head_sec_modal.", "sem_seg_head.")):
+    for alias, target in (
+        ("backbone.feature_extractor.clip_project_rgb.", "backbone.feature_extractor.clip_project_others."),
+        ("sem_seg_head_sec_modal.", "sem_seg_head."),
+    ):
         if name.startswith(alias):
             return target + name.removeprefix(alias)
     return name
@@ -328,7 +332,9 @@ def reference_statements(
     """
     source = path.read_text()
     tree = ast.parse(source)
-    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function]
+    functions = [
+        node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == function
+    ]
     for func in functions:
         for node in ast.walk(func):
             for field in ("body", "orelse"):
@@ -337,7 +343,11 @@ def reference_statements(
                     continue
                 texts = [ast.get_source_segment(source, stmt) or "" for stmt in block]
                 starts = [i for i, text in enumerate(texts) if text.startswith(first) and contains in text]
-                ends = [i for i, text in enumerate(texts) if text.startswith(last) and (first != last or contains in text)]
+                ends = [
+                    i
+                    for i, text in enumerate(texts)
+                    if text.startswith(last) and (first != last or contains in text)
+                ]
                 if starts and ends and ends[-1] >= starts[0]:
                     module = ast.Module(body=block[starts[0] : ends[-1] + 1], type_ignores=[])
                     return compile(module, str(path), "exec")
@@ -363,8 +373,12 @@ def sample(tensor: torch.Tensor, key: str) -> dict[str, Any]:
     """A tensor's checksum and a seeded sample of its elements (indices and values)."""
     flat = tensor.detach().reshape(-1)
     indices = fx.subsample_indices(flat.numel(), SAMPLE, key)
-    return {"shape": list(tensor.shape), "checksum": fx.checksum(tensor), "indices": indices.tolist(),
-            "values": flat[indices].double().tolist()}
+    return {
+        "shape": list(tensor.shape),
+        "checksum": fx.checksum(tensor),
+        "indices": indices.tolist(),
+        "values": flat[indices].double().tolist(),
+    }
 
 
 def run_length(values: list) -> list[list]:
@@ -419,13 +433,18 @@ def golden_dplg(reference: Path, model: nn.Module, out: Path) -> None:
     noised = {}
     for t in (0, 1, 25, 50, 51, 999):
         timesteps = torch.full((2,), t, dtype=torch.long)
-        noised[str(t)] = sample(ldm_diffusers.add_noise(ldm.noise_scheduler, latent, timesteps, noise), f"t{t}")
-    write_json(out / "dplg.json", {
-        "schedules": schedules,
-        "noise": sample(noise, "noise"),
-        "latent_checksum": fx.checksum(latent),
-        "noised": noised,
-    })
+        noised[str(t)] = sample(
+            ldm_diffusers.add_noise(ldm.noise_scheduler, latent, timesteps, noise), f"t{t}"
+        )
+    write_json(
+        out / "dplg.json",
+        {
+            "schedules": schedules,
+            "noise": sample(noise, "noise"),
+            "latent_checksum": fx.checksum(latent),
+            "noised": noised,
+        },
+    )
 
 
 def golden_lplr(reference: Path, model: nn.Module, out: Path) -> None:
@@ -462,8 +481,9 @@ def golden_lplr(reference: Path, model: nn.Module, out: Path) -> None:
     q = 0.4375
     mask = (torch.arange(32 * 32).reshape(1, 32, 32) % 3 == 0).float()
     pixel_weight = mask + (1 - mask) * q
-    target_latent = vae_encoder(vae=vae, images=MTMADISE.convert_label_to_rgb(target_label, padded)[0],
-                                encoder_block_indices=[])[0]
+    target_latent = vae_encoder(
+        vae=vae, images=MTMADISE.convert_label_to_rgb(target_label, padded)[0], encoder_block_indices=[]
+    )[0]
     target_mask = (target_label != 255).float() * q
     criterion = CmdiseCriterion(loss_weight=1.0)
     losses = criterion(
@@ -473,28 +493,52 @@ def golden_lplr(reference: Path, model: nn.Module, out: Path) -> None:
             "target_pl": target_label,
             "target_pw": pixel_weight,
             "vae_decoder_loss": {
-                "source": {"pred": pred_source, "gt": source_latent, "mask": source_valid, "loss_weight": 1.0,
-                           "loss_type": "L1"},
-                "target": {"pred": pred_target, "gt": target_latent, "mask": target_mask, "loss_weight": 1.0,
-                           "loss_type": "L1"},
+                "source": {
+                    "pred": pred_source,
+                    "gt": source_latent,
+                    "mask": source_valid,
+                    "loss_weight": 1.0,
+                    "loss_type": "L1",
+                },
+                "target": {
+                    "pred": pred_target,
+                    "gt": target_latent,
+                    "mask": target_mask,
+                    "loss_weight": 1.0,
+                    "loss_type": "L1",
+                },
             },
         },
     )
-    write_json(out / "lplr.json", {
-        "palettes": palettes,
-        "q": q,
-        "losses": {k: float(v) for k, v in losses.items()},
-        "inputs_checksum": {
-            "source_logits": fx.checksum(source_logits), "target_logits": fx.checksum(target_logits),
-            "pred_source": fx.checksum(pred_source), "pred_target": fx.checksum(pred_target),
+    write_json(
+        out / "lplr.json",
+        {
+            "palettes": palettes,
+            "q": q,
+            "losses": {k: float(v) for k, v in losses.items()},
+            "inputs_checksum": {
+                "source_logits": fx.checksum(source_logits),
+                "target_logits": fx.checksum(target_logits),
+                "pred_source": fx.checksum(pred_source),
+                "pred_target": fx.checksum(pred_target),
+            },
         },
-    })
-    write_tensors(out / "lplr.safetensors", {
-        "label": label[:, 0].to(torch.uint8), "painted": painted, "valid": valid[:, 0].to(torch.uint8),
-        "latent": latent, "decoded": decoded, "loss_label": loss_label[:, 0].to(torch.uint8),
-        "source_latent": source_latent, "target_label": target_label[:, 0].to(torch.uint8),
-        "target_latent": target_latent, "pixel_weight": pixel_weight,
-    })
+    )
+    write_tensors(
+        out / "lplr.safetensors",
+        {
+            "label": label[:, 0].to(torch.uint8),
+            "painted": painted,
+            "valid": valid[:, 0].to(torch.uint8),
+            "latent": latent,
+            "decoded": decoded,
+            "loss_label": loss_label[:, 0].to(torch.uint8),
+            "source_latent": source_latent,
+            "target_label": target_label[:, 0].to(torch.uint8),
+            "target_latent": target_latent,
+            "pixel_weight": pixel_weight,
+        },
+    )
 
 
 def golden_pseudo_label(reference: Path, out: Path) -> None:
@@ -515,14 +559,25 @@ def golden_pseudo_label(reference: Path, out: Path) -> None:
             "self": types.SimpleNamespace(pseudo_threshold=0.968, mic_reg=False),
             "ema_logits": logits,
             "target_sec_modal": types.SimpleNamespace(tensor=torch.zeros(1, 3, 32, 48)),
-            "F": torch.nn.functional, "torch": torch, "np": np,
+            "F": torch.nn.functional,
+            "torch": torch,
+            "np": np,
         }
         exec(code, namespace)
         mix_mask = (torch.arange(32 * 48).reshape(1, 1, 32, 48) % 5 < 2).long()
-        parameters = {"mix": mix_mask[0], "color_jitter": 0.0, "color_jitter_s": 0.2, "color_jitter_p": 0.2,
-                      "blur": 0.0, "mean": None, "std": None}
+        parameters = {
+            "mix": mix_mask[0],
+            "color_jitter": 0.0,
+            "color_jitter_s": 0.2,
+            "color_jitter_p": 0.2,
+            "blur": 0.0,
+            "mean": None,
+            "std": None,
+        }
         weight = namespace["pseudo_weight"]
-        _, mixed_weight = strong_transform(parameters, target=torch.stack((torch.ones_like(weight[0]), weight[0])))
+        _, mixed_weight = strong_transform(
+            parameters, target=torch.stack((torch.ones_like(weight[0]), weight[0]))
+        )
         results[name] = {"q": namespace["pseudo_val"], "logits_checksum": fx.checksum(logits), "scale": scale}
         tensors[f"{name}/pseudo_label"] = namespace["pseudo_label"].to(torch.uint8)
         tensors[f"{name}/mixed_weight"] = mixed_weight
@@ -584,21 +639,39 @@ def golden_classmix(out: Path) -> None:
     generator = torch.Generator().manual_seed(5)
     source, target = torch.rand(2, 3, 16, 16, generator=generator).unbind(0)
     pseudo = torch.randint(0, fx.NUM_CLASSES, (16, 16), generator=generator)
-    parameters = {"mix": masks[0], "color_jitter": 0.0, "color_jitter_s": 0.2, "color_jitter_p": 0.2, "blur": 0.0,
-                  "mean": None, "std": None}
+    parameters = {
+        "mix": masks[0],
+        "color_jitter": 0.0,
+        "color_jitter_s": 0.2,
+        "color_jitter_p": 0.2,
+        "blur": 0.0,
+        "mean": None,
+        "std": None,
+    }
     mixed_image, mixed_label = strong_transform(
         parameters, data=torch.stack((source, target)), target=torch.stack((label[0, 0], pseudo))
     )
-    write_json(out / "classmix.json", {
-        "classes": torch.unique(label).tolist(),
-        "chosen": choices[0],
-        "inputs_checksum": {"source": fx.checksum(source), "target": fx.checksum(target),
-                            "pseudo": fx.checksum(pseudo)},
-    })
-    write_tensors(out / "classmix.safetensors", {
-        "label": label[:, 0].to(torch.uint8), "mask": masks[0].to(torch.uint8), "mixed_image": mixed_image,
-        "mixed_label": mixed_label.to(torch.uint8),
-    })
+    write_json(
+        out / "classmix.json",
+        {
+            "classes": torch.unique(label).tolist(),
+            "chosen": choices[0],
+            "inputs_checksum": {
+                "source": fx.checksum(source),
+                "target": fx.checksum(target),
+                "pseudo": fx.checksum(pseudo),
+            },
+        },
+    )
+    write_tensors(
+        out / "classmix.safetensors",
+        {
+            "label": label[:, 0].to(torch.uint8),
+            "mask": masks[0].to(torch.uint8),
+            "mixed_image": mixed_image,
+            "mixed_label": mixed_label.to(torch.uint8),
+        },
+    )
 
 
 def golden_augment(out: Path) -> None:
@@ -615,18 +688,33 @@ def golden_augment(out: Path) -> None:
     ):
         recorder = Recorder()
         with recorder.active(seed=seed) as draws:
-            parameters = {"mix": None, "color_jitter": jitter, "color_jitter_s": 0.2, "color_jitter_p": 0.2,
-                          "blur": blur, "mean": None, "std": None}
+            parameters = {
+                "mix": None,
+                "color_jitter": jitter,
+                "color_jitter_s": 0.2,
+                "color_jitter_p": 0.2,
+                "blur": blur,
+                "mean": None,
+                "std": None,
+            }
             augmented, _ = strong_transform(parameters, data=image.clone())
         cases.append({"jitter": jitter, "blur": blur, "draws": draws})
         tensors[str(index)] = augmented
-    write_json(out / "augment.json", {"image_checksum": fx.checksum(image), "cases": cases, "strength": 0.2,
-                                      "jitter_threshold": 0.2, "blur_threshold": 0.5})
+    write_json(
+        out / "augment.json",
+        {
+            "image_checksum": fx.checksum(image),
+            "cases": cases,
+            "strength": 0.2,
+            "jitter_threshold": 0.2,
+            "blur_threshold": 0.5,
+        },
+    )
     write_tensors(out / "augment.safetensors", tensors)
 
 
 def golden_taps(model: nn.Module, out: Path) -> None:
-    """The reference's ``diffusion_unet`` taps (indices [5, 8, 11], 'after') and output, with prompt and time."""
+    """The reference's ``diffusion_unet`` taps (indices [5, 8, 11], 'after') and output, prompt and time."""
     from modeling.meta_arch.ldm_diffusers import diffusion_unet
 
     ldm = model.backbone.feature_extractor.ldm_extractor
@@ -635,16 +723,28 @@ def golden_taps(model: nn.Module, out: Path) -> None:
     latent = fx.fill("parity/latent_taps", (1, 4, 8, 16))
     with torch.no_grad():
         output, taps = diffusion_unet(
-            unet=ldm.unet, sample=latent, timestep=torch.tensor([37]), encoder_hidden_states=cond,
-            res_time_embedding=time, unet_block_indices=ldm.unet_block_indices,
+            unet=ldm.unet,
+            sample=latent,
+            timestep=torch.tensor([37]),
+            encoder_hidden_states=cond,
+            res_time_embedding=time,
+            unet_block_indices=ldm.unet_block_indices,
             unet_block_indices_type=ldm.unet_block_indices_type,
         )
-    write_json(out / "taps.json", {
-        "unet_block_indices": list(ldm.unet_block_indices), "timestep": 37,
-        "latent_checksum": fx.checksum(latent), "cond": sample(cond, "taps/cond"), "time": sample(time, "taps/time"),
-    })
+    write_json(
+        out / "taps.json",
+        {
+            "unet_block_indices": list(ldm.unet_block_indices),
+            "timestep": 37,
+            "latent_checksum": fx.checksum(latent),
+            "cond": sample(cond, "taps/cond"),
+            "time": sample(time, "taps/time"),
+        },
+    )
     # diffusion_unet returns the taps in up-block order: index 5 (stride 32), 8 (16), 11 (8).
-    write_tensors(out / "taps.safetensors", {"s32": taps[0], "s16": taps[1], "s8": taps[2], "output": output.sample})
+    write_tensors(
+        out / "taps.safetensors", {"s32": taps[0], "s16": taps[1], "s8": taps[2], "output": output.sample}
+    )
 
 
 def golden_head(model: nn.Module, out: Path) -> None:
@@ -656,11 +756,14 @@ def golden_head(model: nn.Module, out: Path) -> None:
     with torch.no_grad():
         projected = model.backbone.forward_features(features, fx.IMAGE_SIZE)
         logits = model.sem_seg_head(projected)
-    write_json(out / "head.json", {
-        "logits": sample(logits, "head/logits"),
-        "class_sums": logits.double().sum(dim=(0, 2, 3)).tolist(),
-        "inputs_checksum": [fx.checksum(f) for f in features],
-    })
+    write_json(
+        out / "head.json",
+        {
+            "logits": sample(logits, "head/logits"),
+            "class_sums": logits.double().sum(dim=(0, 2, 3)).tolist(),
+            "inputs_checksum": [fx.checksum(f) for f in features],
+        },
+    )
 
 
 def golden_optimizer(model: nn.Module, cfg: Any, out: Path) -> None:
@@ -673,8 +776,13 @@ def golden_optimizer(model: nn.Module, cfg: Any, out: Path) -> None:
     names = {id(p): canonical(n) for n, p in model.named_parameters()}
     groups = []
     for group in optimizer.param_groups:
-        groups.append({"lr": group["lr"], "weight_decay": group["weight_decay"],
-                       "params": sorted(names[id(param)] for param in group["params"])})
+        groups.append(
+            {
+                "lr": group["lr"],
+                "weight_decay": group["weight_decay"],
+                "params": sorted(names[id(param)] for param in group["params"]),
+            }
+        )
     schedules = {}
     for max_iter in (10000, 1000, 300):
         scheduler_cfg = cfg.lr_multiplier
@@ -689,10 +797,16 @@ def golden_optimizer(model: nn.Module, cfg: Any, out: Path) -> None:
             probe.step()
             scheduler.step()
         schedules[str(max_iter)] = run_length(values)
-    write_json(out / "optimizer.json", {
-        "lr": cfg.optimizer.lr, "weight_decay": cfg.optimizer.weight_decay, "grad_clip": cfg.train.grad_clip,
-        "groups": groups, "lr_factor": schedules,
-    })
+    write_json(
+        out / "optimizer.json",
+        {
+            "lr": cfg.optimizer.lr,
+            "weight_decay": cfg.optimizer.weight_decay,
+            "grad_clip": cfg.train.grad_clip,
+            "groups": groups,
+            "lr_factor": schedules,
+        },
+    )
     return optimizer
 
 
@@ -752,7 +866,9 @@ class Recorder:
             kornia.augmentation.ColorJitter.generate_parameters = generate
 
 
-def golden_full_step(reference: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Any, out: Path) -> None:
+def golden_full_step(
+    reference: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Any, out: Path
+) -> None:
     """One optimiser step of the paper's infrared recipe: two images (the reference's 2 GPUs x 1 image).
 
     Each image is one forward of ``MTMADISE`` at iteration 0 (as each GPU runs it), with its own draws; the
@@ -784,7 +900,9 @@ def golden_full_step(reference: Path, model: nn.Module, optimizer: torch.optim.O
 
     add_noise = ldm_diffusers.add_noise
 
-    def recording_add_noise(noise_scheduler: Any, latents: Any, timesteps: Any, shared_noise: Any = None) -> Any:
+    def recording_add_noise(
+        noise_scheduler: Any, latents: Any, timesteps: Any, shared_noise: Any = None
+    ) -> Any:
         noised = add_noise(noise_scheduler, latents, timesteps, shared_noise)
         calls[-1]["noised_latent"] = fx.checksum(noised)
         calls[-1]["latent"] = fx.checksum(latents)
@@ -803,12 +921,14 @@ def golden_full_step(reference: Path, model: nn.Module, optimizer: torch.optim.O
     recorder = Recorder()
     for micro in range(2):
         inputs = fx.batch(micro)
-        batched = [{
-            # the dataset mapper's 0-255 images (pixel_std = 255); fixtures' images are k/255
-            "source_rgb": (inputs["source_image"][0] * 255).round(),
-            "target_second_modality": (inputs["target_image"][0] * 255).round(),
-            "source_label": inputs["source_label"],
-        }]
+        batched = [
+            {
+                # the dataset mapper's 0-255 images (pixel_std = 255); fixtures' images are k/255
+                "source_rgb": (inputs["source_image"][0] * 255).round(),
+                "target_second_modality": (inputs["target_image"][0] * 255).round(),
+                "source_label": inputs["source_label"],
+            }
+        ]
         model.train_iter_index = 0  # every GPU runs iteration 0
         calls.clear()
         teacher_logits.clear()
@@ -824,16 +944,20 @@ def golden_full_step(reference: Path, model: nn.Module, optimizer: torch.optim.O
             "self": types.SimpleNamespace(pseudo_threshold=model.pseudo_threshold, mic_reg=False),
             "ema_logits": teacher_logits[0],
             "target_sec_modal": types.SimpleNamespace(tensor=inputs["target_image"]),
-            "F": torch.nn.functional, "torch": torch, "np": np,
+            "F": torch.nn.functional,
+            "torch": torch,
+            "np": np,
         }
         exec(q_code, namespace)
-        micro_batches.append({
-            "losses": {k: float(v) for k, v in losses.items()},
-            "q": namespace["pseudo_val"],
-            "draws": draws,
-            "calls": [dict(call) for call in calls],
-            "inputs_checksum": {k: fx.checksum(v) for k, v in inputs.items()},
-        })
+        micro_batches.append(
+            {
+                "losses": {k: float(v) for k, v in losses.items()},
+                "q": namespace["pseudo_val"],
+                "draws": draws,
+                "calls": [dict(call) for call in calls],
+                "inputs_checksum": {k: fx.checksum(v) for k, v in inputs.items()},
+            }
+        )
     hook.remove()
     ldm_diffusers.add_noise = add_noise
     ldm.forward = forward
@@ -859,15 +983,18 @@ def golden_full_step(reference: Path, model: nn.Module, optimizer: torch.optim.O
         "grad_sample": torch.stack(grad_sample),
         "delta_sample": torch.stack(delta_sample),
     }
-    write_json(out / "full_step.json", {
-        "micro_batches": micro_batches,
-        "grad_norm": float(grad_norm),
-        "clip": cfg.train.grad_clip,
-        "lr": lrs,
-        "max_iter": max_iter,
-        "parameters": ordered,
-        "clipped_norm": float(torch.stack([g.double().norm() for g in clipped.values()]).norm()),
-    })
+    write_json(
+        out / "full_step.json",
+        {
+            "micro_batches": micro_batches,
+            "grad_norm": float(grad_norm),
+            "clip": cfg.train.grad_clip,
+            "lr": lrs,
+            "max_iter": max_iter,
+            "parameters": ordered,
+            "clipped_norm": float(torch.stack([g.double().norm() for g in clipped.values()]).norm()),
+        },
+    )
     write_tensors(out / "full_step.safetensors", tensors)
 
 
@@ -903,7 +1030,9 @@ def _rebuild(args: argparse.Namespace) -> tuple[nn.Module, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reference", type=Path, required=True, help="XiaRho/MADM source tree (b455f3b)")
-    parser.add_argument("--detectron2", type=Path, required=True, help="facebookresearch/detectron2 source tree")
+    parser.add_argument(
+        "--detectron2", type=Path, required=True, help="facebookresearch/detectron2 source tree"
+    )
     parser.add_argument("--mmcv", type=Path, required=True, help="open-mmlab/mmcv source tree at v1.3.7")
     parser.add_argument("--out", type=Path, default=GOLDENS, help="folder to write (default: the goldens)")
     parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare")
