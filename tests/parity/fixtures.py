@@ -125,7 +125,7 @@ def fill(key: str, shape: tuple[int, ...] | torch.Size) -> Tensor:
     Normal draws from a generator seeded by ``crc32(key)``: weights of rank >= 2 scaled by
     ``1/sqrt(fan_in)`` (the classifier by :data:`CLASSIFIER_GAIN` more), norm weights ``1 + 0.1 n``, biases
     ``0.05 n``, the prompt, its gates, the time embedding and its gate ``0.5 n`` plus 0.5 for the prompt
-    gates, the empty-prompt embedding ``n``.
+    gates, the empty-prompt embedding and the test inputs named ``parity/...`` ``n``.
 
     Args:
         key: the reference's name of the tensor.
@@ -137,7 +137,7 @@ def fill(key: str, shape: tuple[int, ...] | torch.Size) -> Tensor:
     shape = tuple(shape)
     noise = torch.randn(shape, generator=_generator(key))
     leaf = key.rsplit(".", 1)[-1]
-    if key == UNCOND_KEY:
+    if key == UNCOND_KEY or key.startswith("parity/"):
         return noise
     if leaf in _CONDITIONING_SCALES:
         offset = 0.5 if leaf.startswith("alpha_") and leaf.endswith("prompt") else 0.0

@@ -24,6 +24,7 @@ from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
 from tests.parity import fixtures as fx
 from tests.parity.common import (
+    REPO,
     assert_close,
     assert_sample,
     build_module,
@@ -67,7 +68,7 @@ def test_paper_configs_use_the_reference_dplg_constants():
     for task in ("rgb2infrared", "rgb2depth", "rgb2event"):
         from madm_pl.cli import parse_config
 
-        config = parse_config(["-c", f"configs/{task}.yaml"]).model.init_args
+        config = parse_config(["-c", str(REPO / "configs" / f"{task}.yaml")]).model.init_args
         golden = next(v for k, v in schedules.items() if k.startswith(task))
         assert (config.dplg_t0, config.dplg_t_end) == (golden["base"], golden["t_end"]), task
 
