@@ -7,12 +7,14 @@ run on CPU with the seams listed below; madm-pl's tests (``tests/parity/``) comp
 
 The side environment (commands as run on the project's 2-core CPU machine; Python 3.11)::
 
-    # the code, as bare git mirrors (the project's fetch tool), checked out outside the repository
+    # the code: bare git mirrors (the session's fetch tool puts github:XiaRho/MADM at
+    # /work/.mirror/XiaRho+MADM/repo, and so on), checked out outside the repository
     mkdir -p /work/refenv/src && cd /work/refenv/src
-    git --git-dir=<mirror of github.com/XiaRho/MADM> archive b455f3b | (mkdir MADM && tar -x -C MADM)
-    git --git-dir=<mirror of github.com/facebookresearch/detectron2> archive 02b5c4e2 \\
+    M=/work/.mirror
+    git --git-dir=$M/XiaRho+MADM/repo archive b455f3b | (mkdir MADM && tar -x -C MADM)
+    git --git-dir=$M/facebookresearch+detectron2/repo archive 02b5c4e2 \\
         | (mkdir detectron2 && tar -x -C detectron2)
-    git --git-dir=<mirror of github.com/open-mmlab/mmcv> archive v1.3.7 | (mkdir mmcv && tar -x -C mmcv)
+    git --git-dir=$M/open-mmlab+mmcv/repo archive v1.3.7 | (mkdir mmcv && tar -x -C mmcv)
     # the libraries: torch first (the CPU wheel madm-pl uses), then the reference's pins
     cd /work/refenv && python3.11 -m venv venv
     venv/bin/pip install torch==2.13.0
