@@ -186,7 +186,8 @@ def report(
     """The markdown section (without its markers)."""
     header = (
         f"Predicted (not measured) by `python -m benchmarks.memory_ledger` on the 2-core CPU machine, torch "
-        f"{torch.__version__}: `{problem.backbone}`, {problem.size}x{problem.size}, bf16-mixed, paper head, "
+        f"{torch.__version__}: `{problem.backbone}`, {problem.size}x{problem.size}, bf16-mixed, head embed "
+        f"{dict(problem.head)['head_embed_dim']}, "
         f"batch {problem.batch_size} x micro-batches as the mode says, clip {problem.clip}; the second "
         f"iteration; cuDNN workspace coefficient {coefficient:.3f} (fitted on `{FITTED_ROW}`), cuBLAS "
         "workspaces 2 x 32 MiB."

@@ -328,7 +328,8 @@ def build_module(mode: Mode, problem: Problem, emulation: CudaEmulation) -> MADM
         )
     module.to("meta")  # the buffers made on the CPU (palette, uncond, fixed noise), the tiny stack
     if mode.vae_bf16:
-        module.backbone.vae.to(torch.bfloat16)
+        # nn.Module's own .to: diffusers' override warns about fp32-pinned modules (AutoencoderKL has none).
+        nn.Module.to(module.backbone.vae, torch.bfloat16)
     if mode.checkpointing:
         module.backbone.unet.enable_gradient_checkpointing(gradient_checkpointing_func=emulation.checkpoint)
         head = module.student.head
