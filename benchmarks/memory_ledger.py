@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,12 @@ from benchmarks.ledger.calibration import (
     MEASURED_ITERATION,
     relative_error,
 )
-from benchmarks.ledger.iteration import MODES, TINY_HEAD, LedgerResult, Problem, predict
+from benchmarks.ledger.iteration import MODES, PAPER_HEAD, TINY_HEAD, LedgerResult, Problem, predict
 from benchmarks.ledger.tracker import Category, PhaseRecord
 
 GiB = float(1 << 30)
+#: Line width of the report's prose.
+WRAP = 108
 #: The report's section in BENCHMARKS.md.
 MARKERS = "memory-ledger"
 #: Phases in the order of an iteration (the table's rows).
@@ -184,10 +187,11 @@ def report(
     results: list[LedgerResult], calibration: list[CalibrationRow], problem: Problem, coefficient: float
 ) -> str:
     """The markdown section (without its markers)."""
+    embed = dict(problem.head)["head_embed_dim"]
+    head = "paper head" if dict(problem.head) == PAPER_HEAD else f"head embed {embed}"
     header = (
         f"Predicted (not measured) by `python -m benchmarks.memory_ledger` on the 2-core CPU machine, torch "
-        f"{torch.__version__}: `{problem.backbone}`, {problem.size}x{problem.size}, bf16-mixed, head embed "
-        f"{dict(problem.head)['head_embed_dim']}, "
+        f"{torch.__version__}: `{problem.backbone}`, {problem.size}x{problem.size}, bf16-mixed, {head}, "
         f"batch {problem.batch_size} x micro-batches as the mode says, clip {problem.clip}; the second "
         f"iteration; cuDNN workspace coefficient {coefficient:.3f} (fitted on `{FITTED_ROW}`), cuBLAS "
         "workspaces 2 x 32 MiB."
@@ -209,7 +213,9 @@ def report(
             *calibration_table(calibration),
         ]
     parts += ["", *offload_lines(results)]
-    return "\n".join(parts).rstrip() + "\n"
+    # Prose wrapped as the rest of BENCHMARKS.md (tables stay one row per line).
+    lines = [line if line.startswith("|") else textwrap.fill(line, WRAP) for line in parts]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
