@@ -259,6 +259,8 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
       ``fit --ckpt_path`` restores the weights and nothing else (Lightning restores zero optimisers and
       schedulers, and with no ``loops`` entry the run starts at iteration 0): a fine-tuning run with a
       fresh AdamW and LR schedule, as the reference's ``--init-from`` without ``--resume`` does.
+    - ``madm_pl_weights_sha256``: the SHA-256 of each weight tensor, verified when test/predict/fit load
+      the file (``callbacks.checkpoint_file``).
     - no ``hyper_parameters``: LightningCLI would apply them over the config and the command line
       (including the backbone path and the memory switches); the config describes the model instead.
 
@@ -272,7 +274,9 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
     """
     import lightning
 
-    return {
+    from madm_pl.callbacks.checkpoint_file import with_weights_digest
+
+    checkpoint = {
         "state_dict": dict(state_dict),
         "epoch": 0,
         "global_step": global_step,
@@ -281,6 +285,7 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
         "lr_schedulers": [],
         "madm_pl_conversion": info,
     }
+    return with_weights_digest(checkpoint)  # checked by every load, as the checkpoints of fit
 
 
 # --------------------------------------------------------------------------------- the command
