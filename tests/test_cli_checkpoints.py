@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.connectors import signal_connector
 
 from madm_pl.cli import main
 from madm_pl.module import MADMModule
@@ -78,7 +79,8 @@ def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
 
 def signal_in_micro_batch(monkeypatch: pytest.MonkeyPatch, number: int, at_call: int, times: int = 1) -> None:
     """Send ``number`` to this process ``times`` times at the start of the ``at_call``-th training_step
-    (0-based), i.e. between two micro-batches of one iteration when ``at_call`` is odd."""
+    (0-based): between the two micro-batches of an iteration when ``at_call`` is odd, in the first
+    micro-batch when it is even."""
     original = MADMModule.training_step
     calls = {"n": 0}
 
@@ -137,8 +139,8 @@ def test_last_ckpt_holds_the_end_when_max_steps_is_not_a_validation_step(
     [
         # between the micro-batches of iteration 2, the last of epoch 0: stops after iteration 3
         (signal.SIGINT, 3, "interrupted (Ctrl+C)", 130),
-        # between the micro-batches of iteration 3: stops after it
-        (signal.SIGTERM, 5, "terminated (SIGTERM)", 143),
+        # in the first micro-batch of iteration 3 (Lightning alone stops at the end of that batch)
+        (signal.SIGTERM, 4, "terminated (SIGTERM)", 143),
     ],
 )
 def test_a_signal_between_micro_batches_resumes_as_if_uninterrupted(
@@ -157,16 +159,17 @@ def test_a_signal_between_micro_batches_resumes_as_if_uninterrupted(
     args = fit_args(synthetic_root, tmp_path, *ACCUMULATED)
     with pytest.raises(SystemExit) as caught:
         main(args)
+    output = caplog.text
+    command = shlex.split(re.search(r"resume with:\n  (.+)", output)[1])
+    assert command[1:-1] == args
+    main(command[1:])  # the printed command, run to the end
+    assert_same_state(load(run_folder(tmp_path, 1) / "last.ckpt"), uninterrupted)
     assert caught.value.code == code  # 128 + the signal, as a shell reports it; a scheduler reads it
     saved = run_folder(tmp_path, 0) / "on_exception.ckpt"
-    assert f"training {said} at iteration 3; saved {saved}" in caplog.text  # iteration 3 was completed
-    assert "stopped by an error" not in caplog.text
-    command = shlex.split(re.search(r"resume with:\n  (.+)", caplog.text)[1])
-    assert command[-1] == f"--ckpt_path={saved}" and command[1:-1] == args
+    assert command[-1] == f"--ckpt_path={saved}"
+    assert f"training {said} at iteration 3; saved {saved}" in output  # iteration 3 was completed
+    assert "stopped by an error" not in output
     assert load(saved)["global_step"] == 3
-    main(command[1:])  # the printed command, run to the end
-    resumed = run_folder(tmp_path, 1) / "last.ckpt"
-    assert_same_state(load(resumed), uninterrupted)
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving_a_half_step(
@@ -327,3 +330,42 @@ def test_fit_removes_the_temporaries_of_a_killed_checkpoint_write(
     main(fit_args(synthetic_root, tmp_path, "--trainer.fast_dev_run=true", f"--checkpoint.dirpath={folder}"))
     assert not stale.exists() and other.exists()
     assert f"removed 1 temporary file(s) of a checkpoint write that was killed: {stale}" in caplog.text
+
+
+# ------------------------------------------------------------------------ 5. SLURM's requeue
+def test_slurm_requeue_saves_at_an_iteration_boundary_and_the_requeued_job_resumes_exactly(
+    uninterrupted: dict,
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A batch job (sbatch --signal=USR1@90 ...; srun madm-pl fit ...): Lightning's SLURMEnvironment with
+    # auto-requeue installs its SIGUSR1 handler, which saves <default_root_dir>/hpc_ckpt_<n>.ckpt and calls
+    # `scontrol requeue <job>` (recorded here, there is no SLURM).
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "madm",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    requeued: list[list[str]] = []
+    monkeypatch.setattr(signal_connector, "call", lambda command, **kwargs: requeued.append(command) or 0)
+    signal_in_micro_batch(monkeypatch, signal.SIGUSR1, at_call=4)  # in the first micro-batch of iteration 3
+    caplog.set_level("INFO")
+    args = fit_args(synthetic_root, tmp_path, *ACCUMULATED)
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 128 + signal.SIGUSR1
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    assert requeued == [["scontrol", "requeue", "4242"]]
+    assert load(hpc)["global_step"] == 3  # iteration 3 was completed first
+    assert f"training stopped for SLURM's requeue (SIGUSR1) at iteration 3; saved {hpc}" in caplog.text
+    assert not (run_folder(tmp_path, 0) / "on_exception.ckpt").exists()  # one save is enough
+    # the requeued job runs the same command: Lightning resumes from the hpc checkpoint by itself
+    main(args)
+    assert f"Restoring states from the checkpoint path at {hpc}" in caplog.text
+    assert_same_state(load(run_folder(tmp_path, 1) / "last.ckpt"), uninterrupted)

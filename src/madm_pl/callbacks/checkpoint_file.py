@@ -88,7 +88,7 @@ def _changed_weights(checkpoint: Mapping[str, Any]) -> list[str] | None:
 
 
 # ----------------------------------------------------------------------------------- loading
-def _weights_only_reason(error: pickle.UnpicklingError) -> str:
+def weights_only_refusal(error: pickle.UnpicklingError) -> str:
     """The line of torch's weights-only refusal that says what was refused."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
@@ -137,7 +137,7 @@ def load_checkpoint_file(
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        reason = _weights_only_reason(error)
+        reason = weights_only_refusal(error)
         what = (
             "it holds pickled Python objects, which madm-pl never loads (unpickling them could run code)"
             if "GLOBAL" in reason

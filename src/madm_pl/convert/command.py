@@ -76,11 +76,19 @@ def read_reference(path: Path, trust_pickle: bool = False) -> ReferenceCheckpoin
         loaded = torch.load(
             path, map_location="cpu", weights_only=not trust_pickle, mmap=zipfile.is_zipfile(path)
         )
-    except pickle.UnpicklingError as error:
+    except Exception as error:  # a refused pickle; a truncated or damaged file (torch's zip reader)
+        if isinstance(error, pickle.UnpicklingError) and not trust_pickle:
+            from madm_pl.callbacks.checkpoint_file import weights_only_refusal  # (callbacks are heavy)
+
+            raise ValueError(
+                f"--reference {str(path)!r}: torch.load(weights_only=True) refused it "
+                f"({weights_only_refusal(error)}); if you trust the file (e.g. downloaded from the "
+                "reference's README links), pass --trust_pickle"
+            ) from None
+        first = str(error).splitlines()[0] if str(error) else ""
         raise ValueError(
-            f"--reference {str(path)!r}: torch.load(weights_only=True) refused it "
-            f"({str(error).splitlines()[0]}); "
-            "if you trust the file (e.g. downloaded from the reference's README links), pass --trust_pickle"
+            f"--reference {str(path)!r} cannot be read ({type(error).__name__}: {first[:160]}): the file is "
+            "truncated or damaged; download it again"
         ) from None
     if not isinstance(loaded, Mapping):
         raise ValueError(f"--reference {str(path)!r} holds a {type(loaded).__name__}, not a checkpoint dict")

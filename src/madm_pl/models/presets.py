@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,8 +281,10 @@ def _naming_the_part(root: Path, part: str) -> Iterator[None]:
     ``torch.load(weights_only=True)``: a pickled object (code) is refused and ends here too."""
     try:
         yield
-    except (OSError, ValueError) as error:
-        reason = " ".join(str(error).split())[:300]
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # torch's weights-only refusal is a page of text; the line naming the refused object says it
+        reason = next((line for line in lines if "GLOBAL" in line), " ".join(lines))[:300]
         raise ValueError(
             f"diffusion stack {str(root)!r}: cannot load {part}/ ({type(error).__name__}: {reason}); its "
             "weights are missing, damaged, or a pickled .bin holding more than tensors (refused: madm-pl "
