@@ -155,9 +155,8 @@ def test_fit_output_is_quiet_and_counts_iterations(trained_run: TrainedRun) -> N
 def test_checkpoints_stay_in_the_run_folder(trained_run: TrainedRun) -> None:
     checkpoints = trained_run.version / "checkpoints"
     names = sorted(p.name for p in checkpoints.iterdir())
-    assert (
-        len(names) == 2 and re.fullmatch(r"iter000002-miou[\d.]+\.ckpt", names[0]) and names[1] == "last.ckpt"
-    )
+    assert len(names) == 3 and re.fullmatch(r"iter000002-miou[\d.]+\.ckpt", names[0])
+    assert names[1:] == ["last.ckpt", "run_state.json"]  # run_state.json: the newest checkpoint written
     assert (trained_run.version / "config.yaml").is_file()
     assert not (trained_run.root / "checkpoints").exists()
     # written through the CLI's atomic plugin: no temporary file left next to them
