@@ -9,8 +9,12 @@ wherever it lands. ``StopAtIterationBoundary`` takes over the three signals whil
 
 - the first Ctrl+C, SIGTERM or SIGUSR1 is noted; when the iteration in progress is complete (the
   batch whose optimiser step ends it), Lightning's SIGTERM flag is set, so its loops stop at the end
-  of that batch. The state then saved (``CheckpointOnException``) is that of a completed iteration,
-  and the resumed run equals an uninterrupted one;
+  of that batch, after its validation and checkpoints if it has them. The state then saved
+  (``CheckpointOnException``) is that of a completed iteration, and the resumed run equals an
+  uninterrupted one. A signal that comes during a validation takes effect after the next iteration;
+  one that comes in the last iteration of an epoch, after the first iteration of the next epoch (a
+  checkpoint of an epoch whose batches are done but which is not closed yet resumes with a batch too
+  many); one in the run's last iteration lets the run end normally;
 - a second Ctrl+C stops at once (``StoppedAtOnce``) and nothing is saved for the iteration in
   progress; a second SIGTERM changes nothing (a scheduler's SIGKILL follows if it must);
 - SIGUSR1, where Lightning's SLURM auto-requeue installed its handler (``SLURMEnvironment``,
@@ -34,7 +38,6 @@ from types import FrameType
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 #: The signals taken over during training, and what each asks for (in messages).
@@ -142,11 +145,6 @@ class StopAtIterationBoundary(Callback):
                 file=sys.stderr,
                 flush=True,
             )
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # A signal during validation: validation runs between iterations, stop after it.
-        if self.pending is not None and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self._stop(trainer)
 
     @staticmethod
     def _stop(trainer: Trainer) -> None:
