@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch import Trainer
 
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.module import MADMModule
 from tests.fake_trees import FakeTree, write_fmb
+from tests.models.test_head import inputs as head_inputs
+from tests.models.test_head import small_head
 
 SIZE = (64, 64)
 # FMB ids of the 9 rgb2infrared classes, three vertical stripes per image: every class is in exactly
@@ -79,3 +82,24 @@ def test_two_processes_score_the_test_split_as_one(cityscapes_tree: FakeTree, tm
     # and 2, rank 1 image 1): summed over the processes it must equal the one-process score too
     assert "test/miou_reference_protocol" in one
     assert two == pytest.approx(one, abs=1e-6)
+
+
+def test_a_two_process_fit_is_not_one_process_with_batch_2() -> None:
+    """Training, each process normalises its own images (BatchNorm, no SyncBatchNorm), as the reference's
+    2 GPUs x 1 image: 2 processes x 1 image compute what 2 accumulated 1-image micro-batches compute on
+    one process (the recipe), not what one batch of 2 images computes. docs/PAPER_RECIPES.md section 4
+    says so next to the test scores that do match."""
+    head = small_head().train()
+    features, decoded = head_inputs(2, 64, 64)
+    batch_of_two = head(features, decoded)
+    one_image_each = torch.cat([head([f[i : i + 1] for f in features], decoded[i : i + 1]) for i in range(2)])
+    assert (batch_of_two - one_image_each).abs().max() > 1e-2  # the BN statistics differ
+    head.eval()  # testing: running statistics, the same for any batch split (the scores match)
+    torch.testing.assert_close(
+        head(features, decoded),
+        torch.cat([head([f[i : i + 1] for f in features], decoded[i : i + 1]) for i in range(2)]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    recipes = (Path(__file__).resolve().parents[1] / "docs" / "PAPER_RECIPES.md").read_text()
+    assert "A 2-process fit is not 1 process with batch 2" in " ".join(recipes.split())

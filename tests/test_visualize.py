@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from madm_pl.visualize import main
 from tests.cli_runs import REPO
 from tests.conftest import TrainedRun
+from tests.malicious import RunsACommand
 
 
 def test_figure_of_the_newest_run_goes_into_its_folder(
@@ -35,3 +37,23 @@ def test_figure_needs_a_run_or_a_checkpoint(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main([])
     assert "give --runs" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_runs_a_command_is_refused(
+    trained_run: TrainedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "ran"
+    crafted = torch.load(trained_run.version / "checkpoints" / "last.ckpt", weights_only=True)
+    crafted["datamodule_hyper_parameters"]["x"] = RunsACommand(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(crafted, evil)
+    with pytest.raises(SystemExit) as caught:
+        main(["--ckpt", str(evil), "--out", str(tmp_path / "figure.png")])
+    assert caught.value.code == 1
+    assert not marker.exists()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(
+        f"python -m madm_pl.visualize: error: cannot read the checkpoint '{evil}': "
+        "torch.load(weights_only=True) refused it (Trying to load unsupported GLOBAL posix.system"
+    )
+    assert not (tmp_path / "figure.png").exists()

@@ -25,7 +25,7 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -40,7 +40,10 @@ from madm_pl.callbacks import (
 from madm_pl.callbacks.checkpoint import (
     AtomicCheckpointIO,
     CheckpointOnException,
+    RunCheckpoint,
+    StaleCheckpointWarning,
     WritableRunFolders,
+    check_given_checkpoint,
     newest_last_checkpoint,
 )
 from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar, quiet_known_noise
@@ -93,7 +96,7 @@ class MADMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.init_args.task", "model.init_args.task")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/miou",
@@ -144,6 +147,8 @@ class MADMCLI(LightningCLI):
                 "--ckpt_path=<file> picks another)"
             )
             self.config[subcommand]["ckpt_path"] = str(checkpoint)
+        if subcommand in (*_EVALUATING, "fit"):
+            check_given_checkpoint(self.config[subcommand].get("ckpt_path"))
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in _EVALUATING else None
         if ckpt_path and Path(ckpt_path).is_file() and self.config[subcommand].checkpoint.dirpath is None:
             # The checkpoint restores ModelCheckpoint's state, which warns when its folder differs (as
@@ -160,6 +165,7 @@ class MADMCLI(LightningCLI):
             callbacks.append(CompactModelSummary())
         # Before SaveConfigCallback (appended last), which writes into the log folder.
         callbacks.insert(0, WritableRunFolders())
+        callbacks.append(StaleCheckpointWarning())
         for callback in callbacks:
             if isinstance(callback, CheckpointOnException):
                 callback.args = self.command_args

@@ -140,8 +140,8 @@ class MADMModule(LightningModule):
                 unet_gradient_checkpointing=unet_gradient_checkpointing,
                 vae_dtype=_VAE_DTYPES[vae_dtype],
             )
-        except FileNotFoundError as error:
-            raise FileNotFoundError(
+        except (FileNotFoundError, ValueError) as error:  # a missing or unloadable stack folder
+            raise type(error)(
                 f"model.backbone={backbone!r}: {error}; set --model.init_args.backbone (make: SD=<folder>)"
             ) from None
         conditioning = PromptConditioning(

@@ -12,6 +12,7 @@ black.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,13 @@ import torch
 from PIL import Image
 
 from madm_pl.callbacks.checkpoint import newest_last_checkpoint
+from madm_pl.callbacks.checkpoint_file import load_checkpoint_file
 from madm_pl.data import CrossModalityDataModule
+from madm_pl.errors import run_reporting_errors, split_debug
 from madm_pl.labels import colorize
 from madm_pl.module import MADMModule
+
+PROGRAM = "python -m madm_pl.visualize"
 
 
 @torch.no_grad()
@@ -51,8 +56,28 @@ def figure_rows(module: MADMModule, batch: dict[str, torch.Tensor]) -> np.ndarra
     return rows.reshape(-1, *rows.shape[2:])
 
 
+def _settings(hparams: dict) -> dict:
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}  # drop LightningCLI's keys
+
+
+def module_from_checkpoint(checkpoint: dict) -> MADMModule:
+    """The module a loaded ``madm-pl fit`` checkpoint holds: built from its hyper-parameters, then its
+    weights (strictly), as ``MADMModule.load_from_checkpoint`` does without reading the file again."""
+    module = MADMModule(**_settings(checkpoint["hyper_parameters"]))
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    return module
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m madm_pl.visualize", description=__doc__.splitlines()[0])
+    """Entry point; the project's own errors (a bad checkpoint or data folder) end in one line naming
+    the file, ``--debug`` (or ``MADM_DEBUG=1``) shows the traceback."""
+    args, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    run_reporting_errors(PROGRAM, debug, lambda: _draw(args))
+
+
+def _draw(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--runs",
         help="the runs of a config (<save_dir>/<name>, e.g. runs/demo/rgb2infrared): its newest last.ckpt",
@@ -75,13 +100,15 @@ def main(argv: list[str] | None = None) -> None:
             )
         ckpt = found
         print(f"figure of {ckpt} (the newest run's last checkpoint)")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(ckpt)  # weights_only=True, the weights' SHA-256 checked
     data_hparams = checkpoint.get("datamodule_hyper_parameters")
-    if not data_hparams:
-        parser.error(f"--ckpt {ckpt} holds no data module settings; it was not written by madm-pl fit")
-    module = MADMModule.load_from_checkpoint(ckpt, map_location="cpu")
-    settings = {k: v for k, v in data_hparams.items() if not k.startswith("_")}  # drop LightningCLI keys
-    data = CrossModalityDataModule(**{**settings, "val_batch_size": args.images, "num_workers": 0})
+    model_hparams = checkpoint.get("hyper_parameters")
+    if not data_hparams or not model_hparams:
+        parser.error(f"--ckpt {ckpt} holds no model or data settings; it was not written by madm-pl fit")
+    module = module_from_checkpoint(checkpoint)
+    data = CrossModalityDataModule(
+        **{**_settings(data_hparams), "val_batch_size": args.images, "num_workers": 0}
+    )
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
     rows = figure_rows(module, batch)

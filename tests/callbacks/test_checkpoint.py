@@ -12,6 +12,7 @@ import torch
 
 import madm_pl.data.io as io_module
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO, newest_last_checkpoint, resume_command
+from madm_pl.callbacks.checkpoint_file import read_run_state
 
 
 class FullDisk:
@@ -70,9 +71,11 @@ def test_enospc_during_a_checkpoint_write_keeps_the_previous_last_ckpt(
     loaded = torch.load(last, weights_only=True)
     assert loaded["global_step"] == 3
     assert torch.equal(loaded["state_dict"]["weight"], torch.arange(4.0))
-    assert os.listdir(last.parent) == ["last.ckpt"]  # no temporary file left
+    assert sorted(os.listdir(last.parent)) == ["last.ckpt", "run_state.json"]  # no temporary file left
+    assert read_run_state(last.parent) == {"iteration": 3, "checkpoint": "last.ckpt"}  # the failed write not
     plugin.save_checkpoint(newer, last)  # space again: replaced
     assert torch.load(last, weights_only=True)["global_step"] == 5
+    assert read_run_state(last.parent) == {"iteration": 5, "checkpoint": "last.ckpt"}
 
 
 def test_newest_run_is_the_highest_version_with_a_last_checkpoint(tmp_path: Path) -> None:

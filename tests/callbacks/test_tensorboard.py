@@ -3,7 +3,13 @@ from the event files (scalars, pictures and their sizes, the same validation ima
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +179,57 @@ def test_fit_writes_every_tag(synthetic_root: Path, tmp_path: Path) -> None:
                 shown, truth = picture[y : y + panel, :panel], picture[y : y + panel, x : x + panel]
                 np.testing.assert_array_equal(shown, expected_image[row].numpy())
                 np.testing.assert_array_equal(truth, expected_truth[row].numpy())
+
+
+def test_runs_started_at_once_never_share_a_version_folder(tmp_path: Path) -> None:
+    (tmp_path / "task" / "version_0").mkdir(parents=True)  # an earlier run
+    count = 8
+    ready = threading.Barrier(count)
+
+    def start_a_run(_: int) -> int:
+        logger = MADMTensorBoardLogger(tmp_path, name="task")
+        ready.wait()  # all list the folder at the same moment
+        return logger.version
+
+    with ThreadPoolExecutor(count) as pool:
+        versions = list(pool.map(start_a_run, range(count)))
+    assert sorted(versions) == list(range(1, count + 1))
+    assert sorted(p.name for p in (tmp_path / "task").iterdir()) == [f"version_{n}" for n in range(count + 1)]
+
+
+def test_runs_started_at_once_in_two_processes_never_share_a_version_folder(tmp_path: Path) -> None:
+    script = (
+        "import sys; from madm_pl.callbacks.tensorboard import MADMTensorBoardLogger; "
+        "print(MADMTensorBoardLogger(sys.argv[1], name='task').version)"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    versions = sorted(int(run.communicate(timeout=120)[0]) for run in runs)
+    assert versions == [0, 1]
+
+
+def test_a_read_only_log_folder_is_one_line(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    read_only = tmp_path / "mounted"  # a read-only file system: no new folder under it
+    read_only.mkdir()
+    mkdir = os.mkdir
+
+    def read_only_file_system(path: str | os.PathLike, *args: object, **kwargs: object) -> None:
+        if Path(path).resolve().is_relative_to(read_only):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only_file_system)
+    args = ["fit", "-c", str(DEMO), *small_run_args(synthetic_root, tmp_path), "--trainer.max_steps=1"]
+    with pytest.raises(SystemExit) as caught:
+        main([*args, f"--trainer.logger.init_args.save_dir={read_only / 'runs'}"])
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"madm-pl: error: the log folder '{read_only / 'runs' / 'rgb2infrared'}' cannot take a new run "
+        "(Read-only file system): fix trainer.logger.init_args.save_dir (or trainer.default_root_dir)"
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import CLIPTextModel
 
+from madm_pl.callbacks.checkpoint_file import WEIGHTS_DIGEST_KEY, load_checkpoint_file, weights_digests
 from madm_pl.cli import MADMCLI, main
 from madm_pl.convert import ConversionError, convert, read_reference, reference_key
 from madm_pl.data import CrossModalityDataModule
@@ -20,6 +22,7 @@ from tests.cli_runs import DEMO, small_run_args
 from tests.convert.conftest import DEMO_HEAD, PRIOR
 from tests.convert.reference_layout import UNET, detectron2_checkpoint, reference_state_dict
 from tests.convert.test_table import CLIP_L
+from tests.malicious import RunsACommand
 
 EXTRACTOR = "backbone.feature_extractor."
 
@@ -175,6 +178,43 @@ def test_pickled_objects_need_trust_pickle(prior_reference: dict[str, torch.Tens
     with pytest.raises(ValueError, match=r"weights_only=True\) refused it .* pass --trust_pickle"):
         run_convert(tmp_path / "r.pth", tmp_path / "c.ckpt")
     assert run_convert(tmp_path / "r.pth", tmp_path / "c.ckpt", trust_pickle=True).is_file()
+
+
+def test_a_reference_that_runs_a_command_is_refused(
+    prior_reference: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    checkpoint = detectron2_checkpoint(prior_reference)
+    checkpoint["trainer"]["hooks"]["x"] = RunsACommand(marker)
+    torch.save(checkpoint, tmp_path / "r.pth")
+    with pytest.raises(ValueError) as caught:
+        run_convert(tmp_path / "r.pth", tmp_path / "c.ckpt")
+    assert not marker.exists() and not (tmp_path / "c.ckpt").exists()
+    assert str(caught.value).startswith(
+        f"--reference '{tmp_path / 'r.pth'}': torch.load(weights_only=True) refused it (Trying to load "
+        "unsupported GLOBAL posix.system"
+    )
+    assert "\n" not in str(caught.value)
+
+
+def test_a_truncated_reference_is_one_line(prior_reference: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    reference = write_reference(tmp_path / "r.pth", prior_reference)
+    reference.write_bytes(reference.read_bytes()[:4000])
+    with pytest.raises(
+        ValueError, match=r"^--reference '.*r\.pth' cannot be read \(.*\): the file is truncated"
+    ):
+        run_convert(reference, tmp_path / "c.ckpt")
+
+
+def test_the_converted_checkpoint_records_its_weights_digest(
+    prior_reference: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    out = run_convert(write_reference(tmp_path / "r.pth", prior_reference), tmp_path / "c.ckpt")
+    written = torch.load(out, weights_only=True)
+    assert written[WEIGHTS_DIGEST_KEY] == weights_digests(written["state_dict"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "records no weights digest" warning
+        load_checkpoint_file(out)
 
 
 def test_existing_output_needs_overwrite(prior_reference: dict[str, torch.Tensor], tmp_path: Path) -> None:

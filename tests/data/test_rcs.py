@@ -149,3 +149,21 @@ def test_rcs_crops_hold_the_rare_class(tmp_path: Path) -> None:
         hits[ratio] = np.mean([(dataset[i]["source_label"] == 7).sum().item() > 50 for i in range(40)])
     assert hits[0.5] >= 0.75  # one try succeeds with p = 9/49; 11 tries: 0.89
     assert hits[0.0] <= 0.45
+
+
+def test_a_source_label_with_a_foreign_id_stops_the_statistics_pass(cityscapes_tree: FakeTree) -> None:
+    root = cityscapes_tree.root
+    labels = CityscapesDataset(root, "train", "rgb2depth").label_paths
+    bad = np.zeros((32, 64), np.uint8)
+    bad[:, 32:] = 255  # ignored: fine
+    bad[3, 7] = 50  # one pixel of an id that no Cityscapes train id is
+    bad[4, 7] = 19
+    write_png(labels[1], bad)
+    with pytest.raises(ValueError) as caught:
+        load_or_compute_class_counts(root, labels)
+    assert str(caught.value) == (
+        f"source label '{labels[1]}' holds id(s) [19, 50], which are not Cityscapes train ids (0..18, 255 = "
+        "ignore): fix or replace the file (gtFine/*_labelTrainIds.png holds train ids; *_labelIds.png holds "
+        "the 34 original ids and cannot be used as it is)"
+    )
+    assert not (root / CACHE_NAME).exists()  # nothing cached from a bad tree

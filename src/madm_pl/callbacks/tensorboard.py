@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
@@ -66,6 +67,12 @@ class MADMTensorBoardLogger(TensorBoardLogger):
     * No ``hp_metric`` placeholder (its -1): the hyper-parameters are written with ``val/miou`` as
       their metric, whose values the HParams tab reads from the run's own ``val/miou`` scalars.
     * A Custom Scalars layout (``SCALAR_LAYOUT``) that draws related curves in one chart.
+    * The run folder taken atomically: ``version_<n>`` is created with ``mkdir`` (no ``exist_ok``) by
+      the process that picks ``n``, the next number tried when another run took it first, so two runs
+      started at once never share a folder (Lightning picks the next free number and creates the folder
+      later, with ``exist_ok``). An explicit ``version`` is used as given.
+    * A log folder that cannot be created (read-only file system, no permission) is one line naming it
+      and the option to fix, before anything is written.
 
     Args:
         save_dir: folder of the runs (``<save_dir>/<name>/version_<n>/``).
@@ -82,6 +89,37 @@ class MADMTensorBoardLogger(TensorBoardLogger):
         sub_dir: str | Path | None = None,
     ) -> None:
         super().__init__(save_dir, name=name, version=version, sub_dir=sub_dir, default_hp_metric=False)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        _ = self.version  # the run folder first: taken atomically, with a one-line error
+        return super().experiment
+
+    def _get_next_version(self) -> int:
+        """The next free ``version_<n>`` of ``root_dir``, created here on rank 0 (module docstring).
+
+        Raises:
+            OSError: the folder cannot be created (the message names it and the option to fix).
+        """
+        if rank_zero_only.rank != 0:
+            return super()._get_next_version()  # rank 0's number reaches the others by broadcast
+        root = Path(self.root_dir)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            version = super()._get_next_version()
+            while True:
+                try:
+                    (root / f"version_{version}").mkdir()
+                    return version
+                except FileExistsError:
+                    version += 1  # another run took it between the listing and the mkdir
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"the log folder '{root}' cannot take a new run ({error.strerror or error}): fix "
+                "trainer.logger.init_args.save_dir (or trainer.default_root_dir)",
+            ) from error
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

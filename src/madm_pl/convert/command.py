@@ -76,11 +76,19 @@ def read_reference(path: Path, trust_pickle: bool = False) -> ReferenceCheckpoin
         loaded = torch.load(
             path, map_location="cpu", weights_only=not trust_pickle, mmap=zipfile.is_zipfile(path)
         )
-    except pickle.UnpicklingError as error:
+    except Exception as error:  # a refused pickle; a truncated or damaged file (torch's zip reader)
+        if isinstance(error, pickle.UnpicklingError) and not trust_pickle:
+            from madm_pl.callbacks.checkpoint_file import weights_only_refusal  # (callbacks are heavy)
+
+            raise ValueError(
+                f"--reference {str(path)!r}: torch.load(weights_only=True) refused it "
+                f"({weights_only_refusal(error)}); if you trust the file (e.g. downloaded from the "
+                "reference's README links), pass --trust_pickle"
+            ) from None
+        first = str(error).splitlines()[0] if str(error) else ""
         raise ValueError(
-            f"--reference {str(path)!r}: torch.load(weights_only=True) refused it "
-            f"({str(error).splitlines()[0]}); "
-            "if you trust the file (e.g. downloaded from the reference's README links), pass --trust_pickle"
+            f"--reference {str(path)!r} cannot be read ({type(error).__name__}: {first[:160]}): the file is "
+            "truncated or damaged; download it again"
         ) from None
     if not isinstance(loaded, Mapping):
         raise ValueError(f"--reference {str(path)!r} holds a {type(loaded).__name__}, not a checkpoint dict")
@@ -259,6 +267,8 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
       ``fit --ckpt_path`` restores the weights and nothing else (Lightning restores zero optimisers and
       schedulers, and with no ``loops`` entry the run starts at iteration 0): a fine-tuning run with a
       fresh AdamW and LR schedule, as the reference's ``--init-from`` without ``--resume`` does.
+    - ``madm_pl_weights_sha256``: the SHA-256 of each weight tensor, verified when test/predict/fit load
+      the file (``callbacks.checkpoint_file``).
     - no ``hyper_parameters``: LightningCLI would apply them over the config and the command line
       (including the backbone path and the memory switches); the config describes the model instead.
 
@@ -272,7 +282,9 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
     """
     import lightning
 
-    return {
+    from madm_pl.callbacks.checkpoint_file import with_weights_digest
+
+    checkpoint = {
         "state_dict": dict(state_dict),
         "epoch": 0,
         "global_step": global_step,
@@ -281,6 +293,7 @@ def lightning_checkpoint(state_dict: Mapping[str, Tensor], global_step: int, inf
         "lr_schedulers": [],
         "madm_pl_conversion": info,
     }
+    return with_weights_digest(checkpoint)  # checked by every load, as the checkpoints of fit
 
 
 # --------------------------------------------------------------------------------- the command

@@ -25,6 +25,11 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 #: Pillow modes of single-channel images with more than 8 bits per pixel.
@@ -45,6 +50,13 @@ _NEW_FILE_MODE = 0o666 & ~_UMASK  # what open() gives a new file; mkstemp alone 
 _NEW_FOLDER_MODE = 0o777 & ~_UMASK  # what mkdir gives a new folder; mkdtemp alone gives 0700
 
 
+def _lock(handle: int) -> None:
+    """An exclusive ``flock`` on an open file (none where ``fcntl`` does not exist)."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a file system without locks: nothing to tell a cleanup
+            fcntl.flock(handle, fcntl.LOCK_EX)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """Open ``path`` for writing (binary) so that it is replaced only by a complete file.
@@ -53,7 +65,9 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     flushed and fsynced, then moved onto ``path`` with ``os.replace`` (atomic on POSIX and Windows).
     Should the write fail (a full disk, an interrupt), the temporary file is removed and a previous
     ``path`` is left exactly as it was. A move from another file system (the system's temporary
-    directory) would be a copy over the old file, which a full disk truncates.
+    directory) would be a copy over the old file, which a full disk truncates. The temporary file
+    (``.<name>.<random>.tmp``) is ``flock``-ed while it is written, so a cleanup can tell a live write
+    from the leftover of a killed one.
 
     Args:
         path: the file to write; its directory must exist.
@@ -67,17 +81,22 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     path = Path(path)
     mode = path.stat().st_mode & 0o7777 if path.exists() else _NEW_FILE_MODE
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)  # reopened by name, so that the open file names it (errors, debugging)
     try:
-        with open(temporary, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        # Held until the file is in place: it tells a cleanup of stale temporaries (left by a killed
+        # writer, whose lock went with it) that this one is being written.
+        _lock(handle)
+        try:
+            with open(temporary, "wb") as file:  # reopened by name, so that the open file names it
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    finally:
+        os.close(handle)
     # Persist the rename itself; some file systems refuse fsync on a directory, and the rename is
     # atomic either way.
     with contextlib.suppress(OSError):

@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from madm_pl.data.io import atomic_write, read_label
+from madm_pl.labels import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "madm_rcs_stats.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the ids of every label checked while counting (checked_source_label)
 NUM_SOURCE_CLASSES = 19  # Cityscapes train ids 0..18
 MAX_CROP_REDRAWS = 10
 
@@ -69,6 +70,34 @@ def rcs_class_probabilities(counts: Mapping[int, int], temperature: float) -> tu
     return classes, probs / probs.sum()
 
 
+def checked_source_label(path: Path) -> np.ndarray:
+    """Read one source label and check its ids: Cityscapes train ids ``0..18`` or ``255`` (ignored).
+
+    The statistics pass reads every source label once, before training: an id outside the set (a
+    ``*_labelIds.png`` with the 34 Cityscapes ids instead of ``*_labelTrainIds.png``, a damaged file)
+    stops here, not when the image is drawn for a batch thousands of iterations later.
+
+    Args:
+        path: a label PNG of Cityscapes train ids.
+
+    Returns:
+        (H,W) uint8 ids.
+
+    Raises:
+        ValueError: an id outside ``0..18`` and ``255``; one line naming the file, the ids and the fix.
+    """
+    label = read_label(path)
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = [int(i) for i in present if NUM_SOURCE_CLASSES <= i < IGNORE_INDEX]
+    if bad:
+        raise ValueError(
+            f"source label '{path}' holds id(s) {bad}, which are not Cityscapes train ids (0..18, 255 = "
+            "ignore): fix or replace the file (gtFine/*_labelTrainIds.png holds train ids; *_labelIds.png "
+            "holds the 34 original ids and cannot be used as it is)"
+        )
+    return label
+
+
 def count_classes(label: np.ndarray, num_classes: int = NUM_SOURCE_CLASSES) -> ClassCounts:
     """Pixels of each class id in ``[0, num_classes)`` present in one label (others not counted).
 
@@ -97,7 +126,8 @@ def load_or_compute_class_counts(
     The cache ``<root>/<cache_name>`` holds the counts keyed by relative label path and a key, the
     SHA-256 of the sorted (relative path, file size) pairs: a different file list or a changed file
     size recomputes it. It is written atomically (``io.atomic_write``); when
-    ``root`` is read-only the counts are computed in memory with a warning.
+    ``root`` is read-only the counts are computed in memory with a warning. Each label's ids are
+    checked while it is counted (``checked_source_label``), so a cache holds only checked labels.
 
     Args:
         root: source data root; label paths are stored relative to it.
@@ -106,6 +136,9 @@ def load_or_compute_class_counts(
 
     Returns:
         One {class id: pixels} per entry of ``label_paths``, in that order.
+
+    Raises:
+        ValueError: a label holds an id that is not a Cityscapes train id (names the file).
     """
     root = Path(root)
     label_paths = [Path(p) for p in label_paths]
@@ -123,7 +156,7 @@ def load_or_compute_class_counts(
         log.info("RCS statistics in %s are for another file list; recomputing", cache)
     log.info("computing RCS class statistics of %d source labels", len(label_paths))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        per_image = list(pool.map(lambda p: count_classes(read_label(p)), label_paths))
+        per_image = list(pool.map(lambda p: count_classes(checked_source_label(p)), label_paths))
     content = {
         "version": CACHE_VERSION,
         "key": key,

@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +274,25 @@ def _no_transformers_progress_bar() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _naming_the_part(root: Path, part: str) -> Iterator[None]:
+    """Turn a part's load failure (diffusers' and transformers' own errors, a traceback each) into one
+    line naming the folder. Pickled ``.bin`` weights are read by both libraries with
+    ``torch.load(weights_only=True)``: a pickled object (code) is refused and ends here too."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # torch's weights-only refusal is a page of text; the line naming the refused object says it
+        reason = next((line for line in lines if "GLOBAL" in line), " ".join(lines))[:300]
+        raise ValueError(
+            f"diffusion stack {str(root)!r}: cannot load {part}/ ({type(error).__name__}: {reason}); its "
+            "weights are missing, damaged, or a pickled .bin holding more than tensors (refused: madm-pl "
+            "loads weights with weights_only=True); use the diffusers folder of "
+            "CompVis/stable-diffusion-v1-4 (.safetensors weights)"
+        ) from None
+
+
 def load_stack(path: str | os.PathLike) -> DiffusionStack:
     """Load a stack from a local folder in the diffusers layout; the text encoder is used once and dropped.
 
@@ -302,16 +322,21 @@ def load_stack(path: str | os.PathLike) -> DiffusionStack:
             f"diffusion stack {str(root)!r} lacks {', '.join(f'{part}/' for part in missing)}: expected the "
             f"diffusers layout {expected} (as in CompVis/stable-diffusion-v1-4); fix the backbone source path"
         )
-    vae = AutoencoderKL.from_pretrained(
-        root / "vae", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
-    )
-    unet = UNet2DConditionModel.from_pretrained(
-        root / "unet", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
-    )
+    with _naming_the_part(root, "vae"):
+        vae = AutoencoderKL.from_pretrained(
+            root / "vae", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
+        )
+    with _naming_the_part(root, "unet"):
+        unet = UNet2DConditionModel.from_pretrained(
+            root / "unet", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE
+        )
     # SD v1-4's scheduler/ holds a PNDM config; its betas define the same DDPM training schedule.
-    scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
-    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
-    with _no_transformers_progress_bar():  # a bar for a local load of one text encoder says nothing
+    with _naming_the_part(root, "scheduler"):
+        scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+    with _naming_the_part(root, "tokenizer"):
+        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
+    # a bar for a local load of one text encoder says nothing
+    with _naming_the_part(root, "text_encoder"), _no_transformers_progress_bar():
         text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
     uncond = empty_prompt_embedding(tokenizer, text_encoder)
     return DiffusionStack(vae.float(), unet.float(), scheduler, uncond)
