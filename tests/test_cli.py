@@ -395,3 +395,18 @@ def test_unwritable_folder_is_found_before_the_first_step(
     assert (
         "fix checkpoint.dirpath" if folder == "checkpoint" else "fix trainer.logger.init_args.save_dir"
     ) in last
+
+
+def test_help_imports_no_heavy_library() -> None:
+    # `madm-pl --help` (and every command's start) builds the parser only: diffusers' models, albumentations
+    # (with OpenCV) and tensorboard are imported where a stack, a data pipeline or a log is made. (transformers,
+    # matplotlib and scipy still come with lightning, through torchmetrics.)
+    heavy = ("diffusers", "albumentations", "cv2", "tensorboard")
+    code = (
+        "import sys\nfrom madm_pl.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "[]"
+    assert "usage: madm-pl" in result.stdout

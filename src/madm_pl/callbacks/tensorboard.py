@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard.summary import hparams
 
 #: The metric the HParams tab shows next to each run's hyper-parameters (read from its scalars).
 HPARAMS_METRICS = ("val/miou",)
@@ -96,6 +95,9 @@ class MADMTensorBoardLogger(TensorBoardLogger):
     ) -> None:
         # Stores the parameters for hparams.yaml; writes no summary (default_hp_metric is off).
         super().log_hyperparams(params, metrics, step)
+        # torch.utils.tensorboard imports tensorboard (a second of start-up): only when logging.
+        from torch.utils.tensorboard.summary import hparams
+
         writer = self.experiment._get_file_writer()
         if metrics is None:
             params = vars(params) if isinstance(params, Namespace) else dict(params)
