@@ -24,6 +24,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -44,6 +45,7 @@ from madm_pl.callbacks.checkpoint import (
     newest_last_checkpoint,
 )
 from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar, quiet_known_noise
+from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_option_error
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.errors import run_reporting_errors, split_debug
 from madm_pl.module import MADMModule
@@ -173,6 +175,14 @@ class MADMCLI(LightningCLI):
             self.save_config_callback = None  # nor a config.yaml next to the training one
         return self._instantiate_trainer(config, callbacks)
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        # The Trainer checks some values itself (max_steps=-5): one line naming the option (cli_errors).
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except MisconfigurationException as error:
+            subcommand_args = self.command_args[self.command_args.index(self.subcommand) + 1 :]
+            raise trainer_option_error(error, config, subcommand_args) from error
+
 
 def _first_logger(logger: Any) -> Any:
     return logger[0] if isinstance(logger, list) and logger else logger
@@ -252,6 +262,7 @@ def cli_options(prog: str = "madm-pl", description: str = DESCRIPTION) -> dict[s
         "save_config_kwargs": {"overwrite": True},
         "auto_configure_optimizers": False,
         "parser_kwargs": {"allow_abbrev": False, "prog": prog, "description": description},
+        "parser_class": OptionParser,  # a bad option: one line with the nearest valid name (cli_errors)
     }
 
 
@@ -284,30 +295,32 @@ def instantiate(section: Namespace, class_: type | None = None, **kwargs: Any) -
     return class_(**{**section.get("init_args", Namespace()).as_dict(), **kwargs})
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], prog: str = "madm-pl") -> None:
     if args[:1] and args[0] in EXTRA_COMMANDS:
         module, _ = EXTRA_COMMANDS[args[0]]
         # No Trainer: prepare checks the data, convert maps a reference checkpoint's weights.
         importlib.import_module(module).main(args[1:])
         return
-    MADMCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options())
+    MADMCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options(prog))
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, prog: str = "madm-pl") -> None:
     """Entry point of ``madm-pl`` and ``python -m madm_pl``.
 
     Args:
         args: command-line arguments without the program name (``sys.argv[1:]`` when None);
             ``--debug`` anywhere shows tracebacks (as ``MADM_DEBUG=1``).
+        prog: the command's name in usage and error lines.
 
     Raises:
         SystemExit: a bad command line, or the project's own error (printed as one line).
     """
     args, debug = split_debug(sys.argv[1:] if args is None else args)
     quiet_known_noise()
-    run_reporting_errors("madm-pl", debug, lambda: _run(args))
+    FULL_PARSER_MESSAGES.set(debug)  # --debug: jsonargparse's own message and usage
+    run_reporting_errors(prog, debug, lambda: _run(args, prog))
 
 
 def lightning_main() -> None:
     """Entry point of the ``lightning`` script: the same CLI (``lightning fit -c configs/...``)."""
-    main()
+    main(prog="lightning")
