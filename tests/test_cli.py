@@ -280,8 +280,8 @@ def test_tensorboard_scalars_written(trained_run: TrainedRun) -> None:
         "val/miou",
     ):
         assert tag in scalars, (tag, sorted(scalars))
-    assert any(tag.startswith("lr/") for tag in scalars)
-    assert "train_images/source" in accumulator.Tags()["images"]  # every tag: tests/callbacks/
+    assert "train/lr" in scalars
+    assert "visual_train/source" in accumulator.Tags()["images"]  # every tag: tests/callbacks/
 
 
 def _copy_run(run: TrainedRun, logs: Path, versions: tuple[int, ...]) -> list[Path]:

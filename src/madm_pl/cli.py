@@ -26,7 +26,7 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -44,7 +44,9 @@ from madm_pl.callbacks.checkpoint import (
     WritableRunFolders,
     newest_last_checkpoint,
 )
+from madm_pl.callbacks.comparison import RecipeComparison
 from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar, quiet_known_noise
+from madm_pl.callbacks.tensorboard import LearningRates
 from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_option_error
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.errors import run_reporting_errors, split_debug
@@ -110,10 +112,10 @@ class MADMCLI(LightningCLI):
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(ConfusionMatrixImage, "confusion_matrix")
         parser.add_lightning_class_args(IoUTable, "iou_table")
+        parser.add_lightning_class_args(RecipeComparison, "comparison")  # after the table: its last line
         parser.add_lightning_class_args(FiniteWeightsGuard, "finite_weights_guard")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(LearningRates, "lr_monitor")  # one curve, not one per group
         parser.add_lightning_class_args(IterationProgressBar, "progress_bar")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:

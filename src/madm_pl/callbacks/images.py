@@ -38,15 +38,15 @@ PANEL_TITLES = {
 #: TensorBoard tag -> visuals, left to right; a visual the step did not compute is skipped (source-only
 #: runs have no target grid; the oracle's target grid is target image | target label | target prediction).
 TRAINING_GRIDS = {
-    "train_images/source": ("source_image", "source_label", "source_prediction", "lplr_label_image"),
-    "train_images/target": (
+    "visual_train/source": ("source_image", "source_label", "source_prediction", "lplr_label_image"),
+    "visual_train/target": (
         "target_image",
         "pseudo_label",
         "confidence_mask",
         "target_label",
         "target_prediction",
     ),
-    "train_images/mixed": ("mixed_image", "mixed_label", "mixed_prediction"),
+    "visual_train/mixed": ("mixed_image", "mixed_label", "mixed_prediction"),
 }
 #: White space between panels, in pixels.
 GAP = 2
@@ -196,9 +196,9 @@ def tensorboard_writers(trainer: Trainer) -> list[Any]:
 class ImageLogger(Callback):
     """Writes the titled grids of a training step to TensorBoard every ``every_n_steps`` iterations.
 
-    Tags ``train_images/source`` (source image | source label | source prediction | decoded LPLR
-    image), ``train_images/target`` (target image | pseudo-label | confidence mask; the oracle: target
-    image | target label | target prediction) and ``train_images/mixed`` (mixed image | mixed label |
+    Tags ``visual_train/source`` (source image | source label | source prediction | decoded LPLR
+    image), ``visual_train/target`` (target image | pseudo-label | confidence mask; the oracle: target
+    image | target label | target prediction) and ``visual_train/mixed`` (mixed image | mixed label |
     mixed prediction), one row per sample.
 
     Args:
