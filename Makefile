@@ -38,8 +38,8 @@ format: setup
 data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
 
-# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/), one intra-op thread
-# (two OpenMP threads on 2 busy cores spin-wait each other into steps many times slower). PROFILE=paper: the
+# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/, whose `threads: 1` every
+# command and the printed resume line carry; ARGS=--threads=4 on a machine with free cores). PROFILE=paper: the
 # published recipe on real data (configs/<task>.yaml, docs/PAPER_RECIPES.md) with DATA=<root of the
 # datasets>, holding them under the reference's folder names Cityscapes/, DELIVER/, FMB/ and DSEC/
 # (DATA_SOURCE / DATA_TARGET override one root each), and SD=<local stable-diffusion-v1-4 folder>.
@@ -66,11 +66,15 @@ define check_paper_paths
 	@test -d "$(DATA_TARGET)" || { echo "no target folder '$(DATA_TARGET)': set DATA=<datasets root> or DATA_TARGET=<folder>"; exit 2; }
 endef
 
+# Which task it trains, said first: TASK defaults to rgb2infrared.
+TASK_NOTE = make $@: TASK=$(TASK) ($(if $(filter file,$(origin TASK)),the default; TASK=rgb2depth or TASK=rgb2event trains another,given)), $(CONFIG)
+
 train: setup
 	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
+	@echo "$(TASK_NOTE)"
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
 else
 	$(check_paper_paths)
 	@test -d "$(SD)" || { echo "no Stable Diffusion folder SD='$(SD)': set SD=<local stable-diffusion-v1-4 folder>"; exit 2; }
@@ -80,6 +84,7 @@ endif
 # Checks the data trees, caches the RCS statistics, prints label histograms (madm-pl prepare).
 prepare: setup
 	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
+	@echo "$(TASK_NOTE)"
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/madm-pl prepare -c $(CONFIG) $(ARGS)
@@ -112,7 +117,7 @@ bench-adapt: setup
 # ARGS=--from-run runs/demo/<task>/version_<n> records a finished run instead of training.
 demo-results: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m benchmarks.demo_results --task $(TASK) $(ARGS)
+	$(BIN)/python -m benchmarks.demo_results --task $(TASK) $(ARGS)
 
 # Target image, pseudo-label, prediction, ground truth of the newest run's last.ckpt, written into that
 # run's folder (runs/<profile>/<task>/version_<n>/figure.png). The tracked README figure is replaced

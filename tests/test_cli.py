@@ -299,9 +299,18 @@ def test_test_uses_the_newest_runs_last_checkpoint_and_adds_no_run(
     trained_run: TrainedRun, synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, newest, _ = _copy_run(trained_run, tmp_path / "logs", (0, 10, 9))  # 10 is newer than 9
+    # a newer run stopped by Ctrl+C before its first last.ckpt: passed over, and said so
+    interrupted = tmp_path / "logs" / "rgb2infrared" / "version_11" / "checkpoints" / "on_exception.ckpt"
+    interrupted.parent.mkdir(parents=True)
+    shutil.copy(newest, interrupted)
     caplog.set_level("INFO")
     main(["test", "-c", str(DEMO), *small_run_args(synthetic_root, tmp_path)])
     assert f"madm-pl test: {newest} (the newest run's last checkpoint" in caplog.text
+    assert (
+        "madm-pl test: passed over the newer version_11: it holds only checkpoints/on_exception.ckpt (a fit "
+        f"stopped by an error or Ctrl+C); --ckpt_path={interrupted} uses it"
+    ) in caplog.text
+    shutil.rmtree(interrupted.parent.parent)
     assert "test after iteration 2 (rgb2infrared)" in caplog.text
     assert "Test metric" not in caplog.text  # the IoU table only, not Lightning's table too
     runs = tmp_path / "logs" / "rgb2infrared"
@@ -357,6 +366,11 @@ def test_predict_keeps_paths_and_full_names_and_skips_unreadable_files(
         assert label.max() < len(palette)
         np.testing.assert_array_equal(colour, palette[label])
     assert "skipped 1 unreadable files:\n  broken.png" in caplog.text
+    # both folders named: the colour one is what a user opens first
+    assert (
+        f"wrote 6 label maps (class ids) to {out / 'labels'} and their palette colours to {out / 'colour'}"
+        in (caplog.text)
+    )
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files
     assert not (tmp_path / "logs").exists()  # predict adds no TensorBoard run
     # a second predict into the now non-empty folder needs --prediction_writer.overwrite=true
@@ -508,3 +522,37 @@ def test_help_imports_no_heavy_library() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == "[]"
     assert "usage: madm-pl" in result.stdout
+
+
+def test_threads_is_a_config_setting_every_command_applies(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the demo configs hold `threads: 1`, so fit, test, predict and the resume line (which repeats -c)
+    # run with it; an environment variable would fall off the README's test/predict commands
+    import madm_pl.cli as cli
+
+    set_threads = cli.set_threads
+    applied: list[int | None] = []
+    monkeypatch.setattr(cli, "set_threads", applied.append)
+    cli.MADMCLI(
+        MADMModule,
+        cli.CrossModalityDataModule,
+        args=["-c", str(DEMO), *small_run_args(synthetic_root, tmp_path)],
+        run=False,
+        **cli.cli_options(),
+    )
+    assert applied == [1]  # before the model and data are built
+    for subcommand in ("test", "predict"):
+        with pytest.raises(SystemExit):
+            main([subcommand, "-c", str(DEMO), "--print_config"])
+        assert "\nthreads: 1\n" in capsys.readouterr().out
+    threads = torch.get_num_threads()
+    try:
+        set_threads(2)
+        assert torch.get_num_threads() == 2
+        set_threads(None)  # null: torch's default, untouched
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    line = _one_line_error(capsys, ["fit", "-c", str(DEMO), "--threads=0"], code=1)
+    assert line == "madm-pl: error: threads=0: give a number of CPU threads >= 1, or null for every core"

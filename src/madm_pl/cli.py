@@ -51,6 +51,7 @@ from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_optio
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.errors import run_reporting_errors, split_debug
 from madm_pl.module import MADMModule
+from madm_pl.run_folders import passed_over_note
 
 #: Commands with their own options, run before LightningCLI: name -> (module with ``main(args)``, help).
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -117,6 +118,14 @@ class MADMCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(LearningRates, "lr_monitor")  # one curve, not one per group
         parser.add_lightning_class_args(IterationProgressBar, "progress_bar")
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="torch's intra-op CPU threads (torch.set_num_threads) for this command; null: torch's "
+            "default, every core. A config setting, so that fit, validate, test, predict and the printed "
+            "resume command all run with it (the demo configs: 1, BENCHMARKS.md 'Threads').",
+        )
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -148,11 +157,17 @@ class MADMCLI(LightningCLI):
                 "--ckpt_path=<file> picks another)"
             )
             self.config[subcommand]["ckpt_path"] = str(checkpoint)
+            note = passed_over_note(subcommand, checkpoint)  # a newer run that stopped before last.ckpt
+            if note is not None:
+                rank_zero_info(note)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in _EVALUATING else None
         if ckpt_path and Path(ckpt_path).is_file() and self.config[subcommand].checkpoint.dirpath is None:
             # The checkpoint restores ModelCheckpoint's state, which warns when its folder differs (as
             # it would without a logger): point it at the folder the checkpoint came from.
             self.config[subcommand].checkpoint.dirpath = str(Path(ckpt_path).parent)
+
+    def before_instantiate_classes(self) -> None:
+        set_threads(self._get(self.config, "threads"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -184,6 +199,21 @@ class MADMCLI(LightningCLI):
         except MisconfigurationException as error:
             subcommand_args = self.command_args[self.command_args.index(self.subcommand) + 1 :]
             raise trainer_option_error(error, config, subcommand_args) from error
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; None leaves torch's default (every core).
+
+    Raises:
+        ValueError: ``threads`` < 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"threads={threads}: give a number of CPU threads >= 1, or null for every core")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _first_logger(logger: Any) -> Any:
