@@ -10,16 +10,23 @@ TORCH_VERSION := 2.13.0
 
 .PHONY: setup test test-all lint format data train prepare tensorboard prior bench bench-adapt demo-results figure clean
 
-# The pinned CPU build of torch goes first: an unpinned torch (pulled in by another package) would
-# download a multi-GB CUDA build. The stamp makes a re-run a no-op until pyproject.toml changes.
+# The pinned torch goes first, so that no other package pulls in another version. From PyPI on Linux
+# torch==2.13.0 is the CUDA build (several GB; it runs on CPU too). TORCH_INDEX=<wheel index> installs
+# from that index instead, e.g. the CPU build (about 200 MB):
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Needs Python 3.11 (PYTHON=<path to python3.11> when it is not on the PATH under that name). The
+# stamp makes a re-run a no-op until pyproject.toml changes.
+TORCH_INDEX ?=
 setup: $(VENV)/.setup-stamp
 $(VENV)/.setup-stamp: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || test -x $(BIN)/python || { echo "no $(PYTHON): madm-pl needs Python 3.11; make setup PYTHON=<path to python3.11>"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# The CPU suite without the tests marked slow (pytest's addopts -m 'not slow').
 test: setup
 	$(BIN)/python -m pytest -q
 
@@ -104,8 +111,9 @@ bench: setup
 	$(BIN)/python -m benchmarks.step_cost --markdown BENCHMARKS.md
 
 # The adaptation table (BENCHMARKS.md): source-only, oracle and every MADM ingredient on the synthetic
-# world with the tiny prior, 2 seeds, 300 iterations per run, 2 runs at a time with one thread each
-# (about an hour on 2 cores for the 3 tasks). TASK=<task> runs one task; finished runs are reused.
+# world with the tiny prior, 3 seeds (0, 1, 2), 600 iterations per run (the demo configs' max_steps), the
+# test mIoU every 100, 2 runs at a time with one thread each (benchmarks/adapt_table.py's defaults): 54
+# runs, about 11 CPU-hours, 5-6 hours on 2 cores. TASK=<task> runs one task; finished runs are reused.
 bench-adapt: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/python -m benchmarks.adapt_table $(if $(filter command line,$(origin TASK)),--tasks $(TASK)) $(ARGS)

@@ -67,3 +67,11 @@ def test_train_says_which_task_it_trains_and_leaves_threads_to_the_config() -> N
     assert (
         "OMP_NUM_THREADS" not in fit
     )  # the config's `threads` (every command carries it), not the environment
+
+
+def test_setup_takes_a_wheel_index_for_torch_and_pypi_by_default() -> None:
+    # -B: the stamp may be up to date; the commands are printed, not run
+    default = make_n("-B", ".venv/.setup-stamp").stdout
+    assert "pip install -q torch==2.13.0 \n" in default + "\n" and "--index-url" not in default
+    cpu = make_n("-B", ".venv/.setup-stamp", "TORCH_INDEX=https://download.pytorch.org/whl/cpu").stdout
+    assert "pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu

@@ -49,7 +49,7 @@ from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar
 from madm_pl.callbacks.tensorboard import LearningRates
 from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_option_error
 from madm_pl.data import CrossModalityDataModule
-from madm_pl.errors import run_reporting_errors, split_debug
+from madm_pl.errors import OptionError, run_reporting_errors, split_debug
 from madm_pl.module import MADMModule
 from madm_pl.run_folders import passed_over_note
 
@@ -205,12 +205,12 @@ def set_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)``; None leaves torch's default (every core).
 
     Raises:
-        ValueError: ``threads`` < 1.
+        OptionError: ``threads`` < 1.
     """
     if threads is None:
         return
     if threads < 1:
-        raise ValueError(f"threads={threads}: give a number of CPU threads >= 1, or null for every core")
+        raise OptionError(f"threads={threads}: give a number of CPU threads >= 1, or null for every core")
     import torch
 
     torch.set_num_threads(threads)
