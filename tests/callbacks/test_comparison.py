@@ -76,7 +76,9 @@ def test_a_demo_run_draws_the_levels_beside_its_miou_and_ends_with_the_line(trai
     ]
     run = EventAccumulator(str(trained_run.version))
     run.Reload()
-    steps = [event.step for event in run.Scalars("val/miou")]
+    # flat lines over every logging step (2 iterations, a line every step) and the validation's step
+    steps = sorted({e.step for e in run.Scalars("train/loss")} | {e.step for e in run.Scalars("val/miou")})
+    assert steps == [0, 1]
     for method in DRAWN_METHODS:
         level = EventAccumulator(str(trained_run.version / f"recipe_{method}"))
         level.Reload()

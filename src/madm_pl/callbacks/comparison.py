@@ -15,9 +15,9 @@ from it; a test checks it against the demo configs). Per task it holds:
     of seeds 0, 1, 2): source-only 16.6, self-training 22.8, MADM 20.4, oracle 39.7
 
 and draws source-only, self-training and oracle beside ``val/miou`` in TensorBoard: each as the tag
-``val/miou`` of its own run folder (``version_<n>/recipe_source-only`` ...), so the Time Series card
-``val/miou`` and the Custom Scalars mIoU chart show the run and the three levels in distinct colours
-(TensorBoard colours by run), named in the legend of runs.
+``val/miou`` of its own run folder (``version_<n>/recipe_source-only`` ...), at every logging step and
+validation, so the Time Series card ``val/miou`` and the Custom Scalars mIoU chart show the run and the
+three levels as flat lines in distinct colours (TensorBoard colours by run), named in the legend of runs.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class RecipeComparison(Callback):
         self.results = results
         self._loaded: RecipeResults | None = None
         self._writers: dict[str, Any] = {}
+        self._drawn_step: int | None = None
 
     def _recipe(self, pl_module: LightningModule) -> RecipeResults | None:
         if self.results is None:
@@ -149,17 +150,27 @@ class RecipeComparison(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._close()
 
-    @rank_zero_only
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # every logging step, so that the levels are flat lines across the chart: TensorBoard's "Ignore
+        # outliers" (on by default) drops a chart's lowest and highest 5 % of points, and levels drawn
+        # as densely as the training curves are never among them
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self._draw(trainer, pl_module)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (
-            trainer.sanity_checking
-            or trainer.state.fn != "fit"
-            or not getattr(pl_module, "last_scores", None)
-        ):
-            return
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._draw(trainer, pl_module)  # at the step of this validation's val/miou
+
+    @rank_zero_only
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = getattr(trainer.logger, "log_dir", None)
+        step = logger_step(trainer)
+        if log_dir is None or step == self._drawn_step:
+            return
         recipe = self._recipe(pl_module)
-        if log_dir is None or recipe is None:
+        if recipe is None:
             return
         from torch.utils.tensorboard import SummaryWriter  # imported when there is something to draw
 
@@ -169,11 +180,10 @@ class RecipeComparison(Callback):
                 continue
             if method not in self._writers:
                 self._writers[method] = SummaryWriter(str(Path(log_dir, f"{RECIPE_RUN_PREFIX}{method}")))
-            # at the step Lightning gives this validation's val/miou, so the points line up
-            self._writers[method].add_scalar("val/miou", value, logger_step(trainer))
-            self._writers[method].flush()
+            self._writers[method].add_scalar("val/miou", value, step)
+        self._drawn_step = step
 
     def _close(self) -> None:
         for writer in self._writers.values():
             writer.close()
-        self._writers = {}
+        self._writers, self._drawn_step = {}, None
