@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from madm_pl.callbacks.checkpoint import newest_last_checkpoint
-from madm_pl.callbacks.images import class_legend, titled_grid
+from madm_pl.callbacks.images import class_legend, title_font_size, titled_grid
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.labels import colorize
 from madm_pl.module import MADMModule
@@ -79,7 +79,9 @@ def titled_figure(
         for index, title in enumerate(FIGURE_COLUMNS)
     ]
     grid = titled_grid(columns, min_size=min_size).permute(1, 2, 0).numpy()
-    return np.concatenate([grid, class_legend(classes, palette, grid.shape[1])], axis=0)
+    font_size = max(14, title_font_size(grid.shape[1] // len(FIGURE_COLUMNS)) * 2 // 3)  # near the titles
+    legend = class_legend(classes, palette, grid.shape[1], font_size=font_size)
+    return np.concatenate([grid, legend], axis=0)
 
 
 def main(argv: list[str] | None = None) -> None:
