@@ -142,7 +142,7 @@ def test_fit_writes_every_tag(synthetic_root: Path, tmp_path: Path) -> None:
     }
     assert set(accumulator.Tags()["images"]) == set(sizes)
     for tag, size in sizes.items():
-        steps = [0, 2] if tag.startswith("train") else [1, 3]  # iterations 0 and 2; validations
+        steps = [0, 2] if tag.startswith("visual_train") else [1, 3]  # iterations 0 and 2; validations
         events = accumulator.Images(tag)
         assert [(e.step, e.height, e.width) for e in events] == [(s, *size) for s in steps], tag
 
