@@ -8,18 +8,25 @@ TASKS := rgb2depth rgb2infrared rgb2event
 PROFILE ?= demo
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test test-all lint format data train prepare tensorboard prior bench bench-adapt figure clean
+.PHONY: setup test test-all lint format data train prepare tensorboard prior bench bench-adapt demo-results figure clean
 
-# The pinned CPU build of torch goes first: an unpinned torch (pulled in by another package) would
-# download a multi-GB CUDA build. The stamp makes a re-run a no-op until pyproject.toml changes.
+# The pinned torch goes first, so that no other package pulls in another version. From PyPI on Linux
+# torch==2.13.0 is the CUDA build (several GB; it runs on CPU too). TORCH_INDEX=<wheel index> installs
+# from that index instead, e.g. the CPU build (about 200 MB):
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Needs Python 3.11 (PYTHON=<path to python3.11> when it is not on the PATH under that name). The
+# stamp makes a re-run a no-op until pyproject.toml changes.
+TORCH_INDEX ?=
 setup: $(VENV)/.setup-stamp
 $(VENV)/.setup-stamp: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || test -x $(BIN)/python || { echo "no $(PYTHON): madm-pl needs Python 3.11; make setup PYTHON=<path to python3.11>"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# The CPU suite without the tests marked slow (pytest's addopts -m 'not slow').
 test: setup
 	$(BIN)/python -m pytest -q
 
@@ -38,8 +45,8 @@ format: setup
 data: setup
 	$(BIN)/madm-pl-data --out data/synthetic
 
-# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/), one intra-op thread
-# (two OpenMP threads on 2 busy cores spin-wait each other into steps many times slower). PROFILE=paper: the
+# PROFILE=demo: the synthetic world and the tiny stack on CPU (configs/demo/, whose `threads: 1` every
+# command and the printed resume line carry; ARGS=--threads=4 on a machine with free cores). PROFILE=paper: the
 # published recipe on real data (configs/<task>.yaml, docs/PAPER_RECIPES.md) with DATA=<root of the
 # datasets>, holding them under the reference's folder names Cityscapes/, DELIVER/, FMB/ and DSEC/
 # (DATA_SOURCE / DATA_TARGET override one root each), and SD=<local stable-diffusion-v1-4 folder>.
@@ -66,11 +73,15 @@ define check_paper_paths
 	@test -d "$(DATA_TARGET)" || { echo "no target folder '$(DATA_TARGET)': set DATA=<datasets root> or DATA_TARGET=<folder>"; exit 2; }
 endef
 
+# Which task it trains, said first: TASK defaults to rgb2infrared.
+TASK_NOTE = make $@: TASK=$(TASK) ($(if $(filter file,$(origin TASK)),the default; TASK=rgb2depth or TASK=rgb2event trains another,given)), $(CONFIG)
+
 train: setup
 	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
+	@echo "$(TASK_NOTE)"
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
+	$(BIN)/madm-pl fit -c $(CONFIG) $(ARGS)
 else
 	$(check_paper_paths)
 	@test -d "$(SD)" || { echo "no Stable Diffusion folder SD='$(SD)': set SD=<local stable-diffusion-v1-4 folder>"; exit 2; }
@@ -80,6 +91,7 @@ endif
 # Checks the data trees, caches the RCS statistics, prints label histograms (madm-pl prepare).
 prepare: setup
 	@test -n "$(filter $(TASK),$(TASKS))" -a -f $(CONFIG) || { echo "no config $(CONFIG): TASK is one of $(TASKS); PROFILE demo or paper"; exit 2; }
+	@echo "$(TASK_NOTE)"
 ifeq ($(PROFILE),demo)
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/madm-pl prepare -c $(CONFIG) $(ARGS)
@@ -99,11 +111,21 @@ bench: setup
 	$(BIN)/python -m benchmarks.step_cost --markdown BENCHMARKS.md
 
 # The adaptation table (BENCHMARKS.md): source-only, oracle and every MADM ingredient on the synthetic
-# world with the tiny prior, 2 seeds, 300 iterations per run, 2 runs at a time with one thread each
-# (about an hour on 2 cores for the 3 tasks). TASK=<task> runs one task; finished runs are reused.
+# world with the tiny prior, 3 seeds (0, 1, 2), 600 iterations per run (the demo configs' max_steps), the
+# test mIoU every 100, 2 runs at a time with one thread each (benchmarks/adapt_table.py's defaults): 54
+# runs, about 11 CPU-hours, 5-6 hours on 2 cores. TASK=<task> runs one task; finished runs are reused.
 bench-adapt: setup
 	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
 	$(BIN)/python -m benchmarks.adapt_table $(if $(filter command line,$(origin TASK)),--tasks $(TASK)) $(ARGS)
+
+# The demo's measured numbers (benchmarks/results/demo.json; README.md and BENCHMARKS.md's demo sections are
+# written from it, and the demo run's closing line and TensorBoard read it): trains TASK's demo run as
+# make train does (about 11 minutes on one core), records it with the config's digest and the training
+# code's fingerprint (a test fails when either changes), refreshes the adaptation table's means.
+# ARGS=--from-run runs/demo/<task>/version_<n> records a finished run instead of training.
+demo-results: setup
+	$(BIN)/madm-pl-data --out data/synthetic  # a no-op when the world is there, in this format
+	$(BIN)/python -m benchmarks.demo_results --task $(TASK) $(ARGS)
 
 # Target image, pseudo-label, prediction, ground truth of the newest run's last.ckpt, written into that
 # run's folder (runs/<profile>/<task>/version_<n>/figure.png). The tracked README figure is replaced

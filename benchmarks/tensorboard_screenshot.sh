@@ -5,6 +5,8 @@
 #   STEPS=400 VAL=200 benchmarks/tensorboard_screenshot.sh    # the whole demo recipe
 #   benchmarks/tensorboard_screenshot.sh --model.init_args.lr=2e-4   # extra options go to `madm-pl fit`
 #   LOGDIR=runs/demo/rgb2infrared/version_0 benchmarks/tensorboard_screenshot.sh   # an existing run, no fit
+#   TAB=timeseries OUT=/tmp/ts.png LOGDIR=... benchmarks/tensorboard_screenshot.sh   # another tab
+#   (images, timeseries, custom_scalars, hparams)
 #
 # Needs chromium (Debian: apt-get install -y chromium; or CHROMIUM=<browser>) and the synthetic world
 # (make data). The run goes to a temporary folder, removed at the end with the TensorBoard it started.
@@ -16,6 +18,7 @@ TASK=${TASK:-rgb2infrared}
 STEPS=${STEPS:-200}
 VAL=${VAL:-100}
 OUT=${OUT:-docs/figures/tensorboard.png}
+TAB=${TAB:-images}
 PORT=${PORT:-6123}
 WINDOW=${WINDOW:-1600,1160}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -62,6 +65,6 @@ mkdir -p "$(dirname "$OUT")"
 nice -n 19 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-background-networking \
     --disable-component-update --disable-sync --no-first-run --user-data-dir="$PROFILE" \
     --hide-scrollbars --virtual-time-budget=30000 --window-size="$WINDOW" --screenshot="$OUT" \
-    "http://localhost:$PORT/#images" 2>/dev/null
+    "http://localhost:$PORT/#$TAB" 2>/dev/null
 test -s "$OUT" || { echo "no screenshot written to $OUT"; exit 1; }
 echo "wrote $OUT from $LOGDIR"

@@ -1,12 +1,14 @@
-"""The demo configs print, next to a run's score, the adaptation table's numbers for the same recipe:
-those numbers must be the table's (benchmarks/results/adapt.json), not stale copies. Each config is
-read through the CLI parser, so what is checked is the composed result (base.yaml + the task file)."""
+"""The demo configs compare a run with the recipe's measured numbers, read from one file
+(benchmarks/results/demo.json); its table means must be the adaptation table's (adapt.json), not stale
+copies. Each config is read through the CLI parser, so what is checked is the composed result."""
 
 import json
 from pathlib import Path
 
 import pytest
 
+from benchmarks.demo_results import TABLE_METHODS, table_entry
+from madm_pl.callbacks.comparison import load_recipe_results
 from tests.test_configs import parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,16 +19,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_demo_config_benchmark_scores_are_the_tables_means(
-    task: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_config_compares_with_the_tables_means(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse(monkeypatch, "-c", str(REPO / "configs" / "demo" / f"{task}.yaml"))
-    table = json.loads((REPO / "benchmarks" / "results" / "adapt.json").read_text())
-    setup = json.loads(table["runs"][0]["key"])
+    assert config.comparison.results == "benchmarks/results/demo.json"
+    adapt = json.loads((REPO / "benchmarks" / "results" / "adapt.json").read_text())
+    setup = json.loads(adapt["runs"][0]["key"])
     assert setup["iterations"] == config.trainer.max_steps  # the table ran this recipe
-    scores = config.iou_table.benchmark_scores
-    assert {"source-only", "oracle"} <= set(scores)
-    cells = table["cells"][task]
-    assert scores == {method: round(cells[method]["mean"], 1) for method in scores}
-    seeds = sorted({seed for method in scores for seed in cells[method]["seeds"]})
-    assert config.iou_table.benchmark_source.endswith(f"seeds {', '.join(map(str, seeds))})")
+    recorded = json.loads((REPO / config.comparison.results).read_text())["tasks"][task]["table"]
+    assert recorded == table_entry(task, adapt)  # python -m benchmarks.demo_results --table-only
+    results = load_recipe_results(REPO / config.comparison.results, task)
+    assert list(results.table) == list(TABLE_METHODS) and results.seeds == (0, 1, 2)

@@ -52,3 +52,26 @@ def test_task_is_one_of_the_three(target: str) -> None:
     assert check.startswith('test -n "" -a -f configs/demo/base.yaml')
     assert "TASK is one of rgb2depth rgb2infrared rgb2event" in check
     assert make_n(target, "TASK=rgb2depth").stdout.count('test -n "rgb2depth"') == 1
+
+
+def test_train_says_which_task_it_trains_and_leaves_threads_to_the_config() -> None:
+    lines = make_n("train").stdout.splitlines()
+    assert any(
+        "make train: TASK=rgb2infrared (the default; TASK=rgb2depth or TASK=rgb2event" in x for x in lines
+    )
+    assert any(
+        "make train: TASK=rgb2event (given)" in x
+        for x in make_n("train", "TASK=rgb2event").stdout.splitlines()
+    )
+    fit = next(line for line in lines if " fit -c " in line)
+    assert (
+        "OMP_NUM_THREADS" not in fit
+    )  # the config's `threads` (every command carries it), not the environment
+
+
+def test_setup_takes_a_wheel_index_for_torch_and_pypi_by_default() -> None:
+    # -B: the stamp may be up to date; the commands are printed, not run
+    default = make_n("-B", ".venv/.setup-stamp").stdout
+    assert "pip install -q torch==2.13.0 \n" in default + "\n" and "--index-url" not in default
+    cpu = make_n("-B", ".venv/.setup-stamp", "TORCH_INDEX=https://download.pytorch.org/whl/cpu").stdout
+    assert "pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in cpu

@@ -239,7 +239,7 @@ def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) 
     no_decay_ids = {id(p) for name in ("unet_no_decay", "head_no_decay") for p in groups[name]["params"]}
     head_ids = {id(p) for p in module.student.head.parameters()}
     assert head_ids == {id(p) for name in ("head", "head_no_decay") for p in groups[name]["params"]}
-    assert config["lr_scheduler"]["name"] == "lr"  # LearningRateMonitor: lr/<group name>
+    assert config["lr_scheduler"]["name"] == "lr"
     conditioning = module.student.conditioning
     assert all(id(p) in decay_ids for p in conditioning.parameters())  # prompt, gates, time embedding
     for name, param in module.student.head.named_parameters():
@@ -398,13 +398,14 @@ def test_reference_protocol_scores_the_first_half_next_to_the_whole_split(
     data = dict(test_size=(8, 8), source_resize=(32, 64), crop_size=(32, 32), target_resize=(32, 64))
     caplog.set_level(logging.INFO)
     scores = Trainer(**trainer_args).test(module, make_data(tmp_path, **data), verbose=False)[0]
-    # whole split: sky TP 64, FN 64 (image 2), FP 64 (image 4) -> 1/3; road 1/2; car 1/2 -> 4/9
-    assert scores["test/miou"] == pytest.approx(400 / 9)
-    assert scores["test/iou_sky"] == pytest.approx(100 / 3)
+    # whole split: sky TP 64, FN 64 (image 2), FP 64 (image 4) -> 1/3; road 1/2; car 1/2 -> 4/9; logged in
+    # percent, rounded once to the table's two decimals
+    assert scores["test/miou"] == pytest.approx(44.44)
+    assert scores["test_iou/sky"] == pytest.approx(33.33)
     # images 0-2: sky TP 64, FN 64 -> 1/2; road TP 64, FP 64 -> 1/2; car absent (not logged) -> 1/2
     assert scores["test/miou_reference_protocol"] == pytest.approx(50.0)
-    assert scores["test/iou_sky_reference_protocol"] == pytest.approx(50.0)
-    assert "test/iou_car_reference_protocol" not in scores and "test/iou_car" in scores
+    assert scores["test_iou/sky_reference_protocol"] == pytest.approx(50.0)
+    assert "test_iou/car_reference_protocol" not in scores and "test_iou/car" in scores
     assert (
         "reference protocol: the reference's rank-0 share on 2 GPUs: the first 3 of the 5 test" in caplog.text
     )
@@ -416,9 +417,9 @@ def test_reference_protocol_scores_the_first_half_next_to_the_whole_split(
     )
     listed = make_data(tmp_path, test_file_list=str(reversed_list), **data)
     scores = Trainer(**trainer_args).test(module, listed, verbose=False)[0]
-    assert scores["test/miou"] == pytest.approx(400 / 9)
-    assert scores["test/miou_reference_protocol"] == pytest.approx(100 / 6)
-    assert scores["test/iou_road_reference_protocol"] == 0.0  # predicted on image 2, in no label of the share
+    assert scores["test/miou"] == pytest.approx(44.44)
+    assert scores["test/miou_reference_protocol"] == pytest.approx(16.67)
+    assert scores["test_iou/road_reference_protocol"] == 0.0  # predicted on image 2, in no label of the share
 
 
 # ------------------------------------------------------------------------------------ precision

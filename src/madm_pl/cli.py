@@ -24,8 +24,9 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -46,10 +47,14 @@ from madm_pl.callbacks.checkpoint import (
     check_given_checkpoint,
     newest_last_checkpoint,
 )
+from madm_pl.callbacks.comparison import RecipeComparison
 from madm_pl.callbacks.progress import CompactModelSummary, IterationProgressBar, quiet_known_noise
+from madm_pl.callbacks.tensorboard import LearningRates
+from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_option_error
 from madm_pl.data import CrossModalityDataModule
-from madm_pl.errors import run_reporting_errors, split_debug
+from madm_pl.errors import OptionError, run_reporting_errors, split_debug
 from madm_pl.module import MADMModule
+from madm_pl.run_folders import passed_over_note
 
 #: Commands with their own options, run before LightningCLI: name -> (module with ``main(args)``, help).
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -111,11 +116,19 @@ class MADMCLI(LightningCLI):
         parser.add_lightning_class_args(ValidationImages, "validation_images")
         parser.add_lightning_class_args(ConfusionMatrixImage, "confusion_matrix")
         parser.add_lightning_class_args(IoUTable, "iou_table")
+        parser.add_lightning_class_args(RecipeComparison, "comparison")  # after the table: its last line
         parser.add_lightning_class_args(FiniteWeightsGuard, "finite_weights_guard")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(LearningRates, "lr_monitor")  # one curve, not one per group
         parser.add_lightning_class_args(IterationProgressBar, "progress_bar")
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="torch's intra-op CPU threads (torch.set_num_threads) for this command; null: torch's "
+            "default, every core. A config setting, so that fit, validate, test, predict and the printed "
+            "resume command all run with it (the demo configs: 1, BENCHMARKS.md 'Threads').",
+        )
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -147,6 +160,9 @@ class MADMCLI(LightningCLI):
                 "--ckpt_path=<file> picks another)"
             )
             self.config[subcommand]["ckpt_path"] = str(checkpoint)
+            note = passed_over_note(subcommand, checkpoint)  # a newer run that stopped before last.ckpt
+            if note is not None:
+                rank_zero_info(note)
         if subcommand in (*_EVALUATING, "fit"):
             check_given_checkpoint(self.config[subcommand].get("ckpt_path"))
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in _EVALUATING else None
@@ -154,6 +170,9 @@ class MADMCLI(LightningCLI):
             # The checkpoint restores ModelCheckpoint's state, which warns when its folder differs (as
             # it would without a logger): point it at the folder the checkpoint came from.
             self.config[subcommand].checkpoint.dirpath = str(Path(ckpt_path).parent)
+
+    def before_instantiate_classes(self) -> None:
+        set_threads(self._get(self.config, "threads"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
@@ -178,6 +197,29 @@ class MADMCLI(LightningCLI):
             config["logger"] = False  # evaluating adds no empty version folder to the runs
             self.save_config_callback = None  # nor a config.yaml next to the training one
         return self._instantiate_trainer(config, callbacks)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        # The Trainer checks some values itself (max_steps=-5): one line naming the option (cli_errors).
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except MisconfigurationException as error:
+            subcommand_args = self.command_args[self.command_args.index(self.subcommand) + 1 :]
+            raise trainer_option_error(error, config, subcommand_args) from error
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; None leaves torch's default (every core).
+
+    Raises:
+        OptionError: ``threads`` < 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise OptionError(f"threads={threads}: give a number of CPU threads >= 1, or null for every core")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _first_logger(logger: Any) -> Any:
@@ -258,6 +300,7 @@ def cli_options(prog: str = "madm-pl", description: str = DESCRIPTION) -> dict[s
         "save_config_kwargs": {"overwrite": True},
         "auto_configure_optimizers": False,
         "parser_kwargs": {"allow_abbrev": False, "prog": prog, "description": description},
+        "parser_class": OptionParser,  # a bad option: one line with the nearest valid name (cli_errors)
     }
 
 
@@ -290,30 +333,32 @@ def instantiate(section: Namespace, class_: type | None = None, **kwargs: Any) -
     return class_(**{**section.get("init_args", Namespace()).as_dict(), **kwargs})
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], prog: str = "madm-pl") -> None:
     if args[:1] and args[0] in EXTRA_COMMANDS:
         module, _ = EXTRA_COMMANDS[args[0]]
         # No Trainer: prepare checks the data, convert maps a reference checkpoint's weights.
         importlib.import_module(module).main(args[1:])
         return
-    MADMCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options())
+    MADMCLI(MADMModule, CrossModalityDataModule, args=args, **cli_options(prog))
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, prog: str = "madm-pl") -> None:
     """Entry point of ``madm-pl`` and ``python -m madm_pl``.
 
     Args:
         args: command-line arguments without the program name (``sys.argv[1:]`` when None);
             ``--debug`` anywhere shows tracebacks (as ``MADM_DEBUG=1``).
+        prog: the command's name in usage and error lines.
 
     Raises:
         SystemExit: a bad command line, or the project's own error (printed as one line).
     """
     args, debug = split_debug(sys.argv[1:] if args is None else args)
     quiet_known_noise()
-    run_reporting_errors("madm-pl", debug, lambda: _run(args))
+    FULL_PARSER_MESSAGES.set(debug)  # --debug: jsonargparse's own message and usage
+    run_reporting_errors(prog, debug, lambda: _run(args, prog))
 
 
 def lightning_main() -> None:
     """Entry point of the ``lightning`` script: the same CLI (``lightning fit -c configs/...``)."""
-    main()
+    main(prog="lightning")

@@ -33,6 +33,11 @@ _ERROR_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)", re.M | 
 T = TypeVar("T")
 
 
+class OptionError(ValueError):
+    """A bad option value, named with where it was given and the fix (``cli_errors``): printed as one line,
+    without the traceback hint (there is nothing in it for the user), exit code 2 as argparse's errors."""
+
+
 def split_debug(args: Sequence[str]) -> tuple[list[str], bool]:
     """``args`` without ``--debug``, and whether tracebacks were asked for (flag or environment)."""
     args = list(args)
@@ -95,7 +100,8 @@ def run_reporting_errors(program: str, debug: bool, run: Callable[[], T]) -> T:
         run: the command.
 
     Raises:
-        SystemExit: code 1 after the project's own error (printed as ``<program>: error: <message>``).
+        SystemExit: code 1 after the project's own error (printed as ``<program>: error: <message>``), code
+            2 after an ``OptionError``.
     """
     try:
         return run()
@@ -104,6 +110,9 @@ def run_reporting_errors(program: str, debug: bool, run: Callable[[], T]) -> T:
         if message is None:
             raise
         sys.stdout.flush()
+        if isinstance(error, OptionError):
+            print(f"{program}: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         print(f"({program}: {DEBUG_FLAG} or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         print(f"{program}: error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -449,11 +449,16 @@ class MADMModule(LightningModule):
         self._reference_scored = False
 
     def _log_iou(self, stage: str, suffix: str, miou: float, iou: torch.Tensor) -> None:
-        """Log ``<stage>/miou<suffix>`` and ``<stage>/iou_<class><suffix>`` in percent (absent: skipped)."""
-        self.log(f"{stage}/miou{suffix}", miou * 100, prog_bar=not suffix, sync_dist=False)
+        """Log ``<stage>/miou<suffix>`` and ``<stage>_iou/<class><suffix>`` in percent (absent: skipped).
+
+        Rounded once to two decimals, as the IoU table prints them: the bar, TensorBoard, the checkpoint
+        name and the table show the same digits (float32 logging would otherwise round 19.695 up).
+        The per-class curves have their own group, so that ``val/miou`` is the first card of ``val/``.
+        """
+        self.log(f"{stage}/miou{suffix}", round(miou * 100, 2), prog_bar=not suffix, sync_dist=False)
         for name, value in zip(self.task.classes, iou.tolist(), strict=True):
             if not math.isnan(value):
-                self.log(f"{stage}/iou_{name.replace(' ', '_')}{suffix}", value * 100)
+                self.log(f"{stage}_iou/{name.replace(' ', '_')}{suffix}", round(value * 100, 2))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_iteration = checkpoint.get("global_step", 0)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from madm_pl.callbacks.checkpoint import newest_last_checkpoint
 from madm_pl.callbacks.checkpoint_file import load_checkpoint_file
+from madm_pl.callbacks.images import class_legend, title_font_size, titled_grid
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.errors import run_reporting_errors, split_debug
 from madm_pl.labels import colorize
@@ -69,6 +70,38 @@ def module_from_checkpoint(checkpoint: dict) -> MADMModule:
     return module
 
 
+#: The figure's column titles, in the order of ``figure_rows``.
+FIGURE_COLUMNS = ("target image", "teacher pseudo-label", "student prediction", "ground truth")
+
+
+def titled_figure(
+    rows: np.ndarray, images: int, classes: tuple[str, ...], palette: np.ndarray, min_size: int = 192
+) -> np.ndarray:
+    """``figure_rows``' picture made readable at a glance: panels upscaled (nearest) so that their shorter
+    side is at least ``min_size`` pixels, a title over each column (``FIGURE_COLUMNS``) and the palette's
+    class names under the grid (``callbacks.images.titled_grid`` and ``class_legend``).
+
+    Args:
+        rows: (B*H, 4*W, 3) uint8 from ``figure_rows``.
+        images: B, the number of rows (target test images).
+        classes: the task's class names (index = train id).
+        palette: (C,3) uint8, the colours the labels are painted with.
+
+    Returns:
+        (grid height + legend height, grid width, 3) uint8.
+    """
+    height, width = rows.shape[0] // images, rows.shape[1] // len(FIGURE_COLUMNS)
+    panels = torch.from_numpy(rows.reshape(images, height, len(FIGURE_COLUMNS), width, 3))
+    columns = [
+        (title, panels[:, :, index].permute(0, 3, 1, 2).contiguous())  # (B,3,H,W)
+        for index, title in enumerate(FIGURE_COLUMNS)
+    ]
+    grid = titled_grid(columns, min_size=min_size).permute(1, 2, 0).numpy()
+    font_size = max(14, title_font_size(grid.shape[1] // len(FIGURE_COLUMNS)) * 2 // 3)  # near the titles
+    legend = class_legend(classes, palette, grid.shape[1], font_size=font_size)
+    return np.concatenate([grid, legend], axis=0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; the project's own errors (a bad checkpoint or data folder) end in one line naming
     the file, ``--debug`` (or ``MADM_DEBUG=1``) shows the traceback."""
@@ -111,12 +144,14 @@ def _draw(argv: list[str]) -> None:
     )
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
-    rows = figure_rows(module, batch)
+    figure = titled_figure(
+        figure_rows(module, batch), len(batch["image"]), module.task.classes, module.task.palette
+    )
     run_folder = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out = Path(args.out) if args.out is not None else run_folder / "figure.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rows).save(out)
-    print(f"wrote {out}: rows = target test images; columns = image, pseudo-label, prediction, ground truth")
+    Image.fromarray(figure).save(out)
+    print(f"wrote {out}: rows = target test images; columns = {', '.join(FIGURE_COLUMNS)}; a class legend")
 
 
 if __name__ == "__main__":

@@ -99,19 +99,19 @@ def fake_visuals(batch: int = 3, size: int = 8) -> dict[str, torch.Tensor]:
 def test_training_grids_per_mode():
     visuals = fake_visuals()
     grids = training_grids(visuals, PALETTE, max_images=2, min_size=16)
-    assert set(grids) == {"train_images/source", "train_images/target", "train_images/mixed"}
+    assert set(grids) == {"visual_train/source", "visual_train/target", "visual_train/mixed"}
     top = title_height(16)
-    assert grids["train_images/source"].shape == (3, top + 2 * 16 + GAP, 4 * 16 + 3 * GAP)  # 2 of 3 rows
-    assert grids["train_images/target"].shape == (3, top + 2 * 16 + GAP, 3 * 16 + 2 * GAP)
+    assert grids["visual_train/source"].shape == (3, top + 2 * 16 + GAP, 4 * 16 + 3 * GAP)  # 2 of 3 rows
+    assert grids["visual_train/target"].shape == (3, top + 2 * 16 + GAP, 3 * 16 + 2 * GAP)
     # The target grid's middle column is the pseudo-label in palette colours, upscaled x2.
     expected = nearest_upscale(visual_to_rgb("pseudo_label", visuals["pseudo_label"][:1], PALETTE), 2)
     column = 16 + GAP
-    assert torch.equal(grids["train_images/target"][:, top : top + 16, column : column + 16], expected[0])
+    assert torch.equal(grids["visual_train/target"][:, top : top + 16, column : column + 16], expected[0])
     source_only = {k: v for k, v in visuals.items() if k.startswith("source") or k == "lplr_label_image"}
-    assert set(training_grids(source_only, PALETTE)) == {"train_images/source"}
+    assert set(training_grids(source_only, PALETTE)) == {"visual_train/source"}
     oracle = {"target_image": visuals["target_image"], "target_label": visuals["source_label"]}
     oracle["target_prediction"] = visuals["source_prediction"]
-    grid = training_grids(oracle, PALETTE, max_images=1, min_size=8)["train_images/target"]
+    grid = training_grids(oracle, PALETTE, max_images=1, min_size=8)["visual_train/target"]
     assert grid.shape == (3, title_height(8) + 8, 3 * 8 + 2 * GAP)
 
 

@@ -123,3 +123,41 @@ def test_quiet_known_noise_drops_exactly_the_known_messages() -> None:
     assert [record.getMessage() for record in records if logger.filter(record)] == [
         "GPU available: False, used: False"
     ]
+
+
+def test_bar_shows_miou_with_the_tables_two_decimals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    logged = {"val/miou": torch.tensor(19.69), "train/loss": 1.5, "v_num": 3}  # float32 19.6900005
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", lambda self, trainer, module: dict(logged))
+    metrics = IterationProgressBar().get_metrics(None, None)  # type: ignore[arg-type]
+    assert metrics == {"val/miou": "19.69", "train/loss": 1.5}  # was 19.690 next to the table's 19.69
+
+
+def test_validation_and_test_bars_close_before_the_table_is_printed() -> None:
+    class Bar:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    class State:
+        sanity_checking = False
+
+    progress = IterationProgressBar()
+    progress._val_progress_bar, progress._test_progress_bar = Bar(), Bar()
+    progress.on_validation_epoch_end(State(), None)  # type: ignore[arg-type]  (IoUTable prints later)
+    progress.on_test_epoch_end(State(), None)  # type: ignore[arg-type]
+    assert progress._val_progress_bar.closed and progress._test_progress_bar.closed
+
+
+def test_the_normal_end_of_a_run_is_not_printed_on_the_bars_line() -> None:
+    quiet_known_noise()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    ended = logging.LogRecord(
+        logger.name, logging.INFO, "", 0, "`Trainer.fit` stopped: `max_steps=4` reached.", (), None
+    )
+    other = logging.LogRecord(
+        logger.name, logging.INFO, "", 0, "`Trainer.fit` stopped: `max_epochs=1` reached.", (), None
+    )
+    assert [all(f.filter(r) for f in logger.filters) for r in (ended, other)] == [False, True]

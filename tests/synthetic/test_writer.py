@@ -24,6 +24,7 @@ from madm_pl.synthetic import (
     target_label,
 )
 from madm_pl.synthetic import writer as synthetic_writer
+from madm_pl.synthetic.writer import scene_progress
 
 H, W = 64, 128
 TINY = [
@@ -297,3 +298,16 @@ def test_python_m_runs_the_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "--height=60" in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_progress_in_a_log_file_is_a_line_every_tenth(tmp_path: Path) -> None:
+    # a bar's carriage-return updates would pile up on one line of a log file (2,700 for the demo world)
+    log = tmp_path / "log.txt"
+    with log.open("w") as stream, scene_progress(25, stream) as progress:
+        for _ in range(25):
+            progress.update()
+    lines = log.read_text().splitlines()
+    assert "\r" not in log.read_text()
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"madm-pl-data: {done}/25 scenes" for done in (3, 6, 9, 12, 15, 18, 21, 24, 25)
+    ]

@@ -38,15 +38,15 @@ PANEL_TITLES = {
 #: TensorBoard tag -> visuals, left to right; a visual the step did not compute is skipped (source-only
 #: runs have no target grid; the oracle's target grid is target image | target label | target prediction).
 TRAINING_GRIDS = {
-    "train_images/source": ("source_image", "source_label", "source_prediction", "lplr_label_image"),
-    "train_images/target": (
+    "visual_train/source": ("source_image", "source_label", "source_prediction", "lplr_label_image"),
+    "visual_train/target": (
         "target_image",
         "pseudo_label",
         "confidence_mask",
         "target_label",
         "target_prediction",
     ),
-    "train_images/mixed": ("mixed_image", "mixed_label", "mixed_prediction"),
+    "visual_train/mixed": ("mixed_image", "mixed_label", "mixed_prediction"),
 }
 #: White space between panels, in pixels.
 GAP = 2
@@ -148,6 +148,45 @@ def titled_grid(columns: Sequence[tuple[str, torch.Tensor]], min_size: int = 192
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
 
 
+def class_legend(classes: Sequence[str], palette: np.ndarray, width: int, font_size: int = 14) -> np.ndarray:
+    """A legend strip of a palette: a colour swatch and the class name for each class, then "ignored"
+    in black, laid out in rows that fit ``width``.
+
+    Args:
+        classes: class names, index = train id.
+        palette: (C,3) uint8 RGB, the colours ``labels.colorize`` paints with.
+        width: the strip's width in pixels (a picture's).
+        font_size: text height in pixels; the swatches are as tall.
+
+    Returns:
+        (H, width, 3) uint8, white background.
+    """
+    entries = [(name, tuple(int(v) for v in palette[index])) for index, name in enumerate(classes)]
+    entries.append(("ignored", (0, 0, 0)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = ImageFont.load_default(size=font_size)
+    pad, swatch = font_size // 2, font_size
+    cells = [
+        (name, colour, swatch + pad // 2 + int(probe.textlength(name, font=font)) + 2 * pad)
+        for name, colour in entries
+    ]
+    rows: list[list[tuple[str, tuple[int, ...], int]]] = [[]]
+    for cell in cells:
+        if rows[-1] and sum(c[2] for c in rows[-1]) + cell[2] > width:
+            rows.append([])
+        rows[-1].append(cell)
+    row_height = font_size + pad
+    canvas = Image.new("RGB", (width, len(rows) * row_height + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row_index, row in enumerate(rows):
+        x, y = pad, pad + row_index * row_height
+        for name, colour, cell_width in row:
+            draw.rectangle((x, y, x + swatch - 1, y + swatch - 1), fill=colour, outline=(128, 128, 128))
+            draw.text((x + swatch + pad // 2, y + swatch / 2), name, fill="black", font=font, anchor="lm")
+            x += cell_width
+    return np.asarray(canvas).copy()
+
+
 def training_grids(
     visuals: dict[str, torch.Tensor], palette: torch.Tensor, max_images: int = 2, min_size: int = 192
 ) -> dict[str, torch.Tensor]:
@@ -196,9 +235,9 @@ def tensorboard_writers(trainer: Trainer) -> list[Any]:
 class ImageLogger(Callback):
     """Writes the titled grids of a training step to TensorBoard every ``every_n_steps`` iterations.
 
-    Tags ``train_images/source`` (source image | source label | source prediction | decoded LPLR
-    image), ``train_images/target`` (target image | pseudo-label | confidence mask; the oracle: target
-    image | target label | target prediction) and ``train_images/mixed`` (mixed image | mixed label |
+    Tags ``visual_train/source`` (source image | source label | source prediction | decoded LPLR
+    image), ``visual_train/target`` (target image | pseudo-label | confidence mask; the oracle: target
+    image | target label | target prediction) and ``visual_train/mixed`` (mixed image | mixed label |
     mixed prediction), one row per sample.
 
     Args:

@@ -96,7 +96,10 @@ class PredictionWriter(BasePredictionWriter):
             _write_png(self.output_dir / "colour" / relative, colorize(label_np, palette))
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = f"predict: wrote {len(self.written)} label maps to {self.output_dir / 'labels'}"
+        summary = (
+            f"predict: wrote {len(self.written)} label maps (class ids) to {self.output_dir / 'labels'} and "
+            f"their palette colours to {self.output_dir / 'colour'}"
+        )
         if self.skipped:
             listing = "\n  ".join(self.skipped)
             summary += f"; skipped {len(self.skipped)} unreadable files:\n  {listing}"

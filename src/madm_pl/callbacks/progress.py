@@ -114,9 +114,25 @@ class IterationProgressBar(TQDMProgressBar):
         parts += [f"{rate:.2f} it/s", f"ETA {_format_duration(eta)}"]
         return " | ".join(parts)
 
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Closed here, before IoUTable prints the scores (on_validation_end): a bar left on screen would
+        # sit on the table's first line. Closing it again later is a no-op.
+        if self._val_progress_bar is not None and not trainer.sanity_checking:
+            self._val_progress_bar.close()
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._test_progress_bar is not None:
+            self._test_progress_bar.close()  # as for validation: before the IoU table
+        super().on_test_epoch_end(trainer, pl_module)
+
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the version folder is in the log path; a number here says nothing
+        for key, value in metrics.items():
+            if key.split("/")[-1].startswith("miou"):
+                # the IoU table's two decimals (Lightning's bar would print three of the float32 value)
+                metrics[key] = f"{float(value.item() if hasattr(value, 'item') else value):.2f}"
         return metrics
 
 
@@ -191,6 +207,8 @@ _LIGHTNING_INFO = _DropMessages(
     "💡 Tip: For seamless cloud",  # logging (litlogger) and uploads (litmodels)
     # The CLI always adds CompactModelSummary, on purpose.
     "Trainer already configured with model summary callbacks",
+    # The normal end of an iteration-based run; printed on the bar's line, it made the bar print twice.
+    "`Trainer.fit` stopped: `max_steps=",
 )
 
 
@@ -214,6 +232,8 @@ def quiet_known_noise() -> None:
       and warns about the case the warning exists for (trainable modules in eval mode).
     - The deprecation of ``LeafSpec`` that Lightning 2.6's own ``_pytree`` triggers in torch 2.13.
     - Lightning's litlogger advertisement and its note that a model summary callback is configured.
+    - Lightning's "`Trainer.fit` stopped: `max_steps=N` reached.", the normal end of every run here
+      (written on the progress bar's line, it made the final bar print twice).
     - ``ModelCheckpoint``'s note, on a resume, that the checkpoint folder changed from one run's
       ``version_<n>/checkpoints`` to another's: a resumed run is a new run folder by design (its
       TensorBoard curves do not overlap the first run's), and the top-k bookkeeping starting afresh

@@ -61,48 +61,13 @@ def format_iou_table(
     return "\n".join(lines)
 
 
-def format_benchmark_line(
-    miou: float, iteration: int, benchmark_scores: dict[str, float], source: str
-) -> str:
-    """One line that says what a score means: the run's mIoU next to the benchmark's for the same task.
-
-    Args:
-        miou: this run's target mIoU in [0,1].
-        iteration: the iteration it was measured after.
-        benchmark_scores: method name -> mIoU in percent (e.g. source-only, oracle, MADM).
-        source: where the numbers come from (e.g. "BENCHMARKS.md, mean of 3 seeds").
-    """
-    others = ", ".join(f"{name} {value:.1f}" for name, value in benchmark_scores.items())
-    return (
-        f"this run, after iteration {iteration}: mIoU {100 * miou:.1f}; the same recipe in {source}: {others}"
-    )
-
-
 class IoUTable(Callback):
     """Prints the per-class IoU table and the mIoU after each validation and test run.
 
     Next to the whole split it shows the reference protocol when the module scored it (the datasets
-    of the paper; the datamodule's ``reference_share`` says which images).
-
-    Args:
-        benchmark_scores: method name -> target mIoU (%) that the project measured for this config
-            (the demo configs: the adaptation table's source-only, oracle and MADM), printed after the
-            last validation of ``fit`` and after ``test`` so that a user knows what the number means.
-        benchmark_source: where those numbers come from, printed with them.
+    of the paper; the datamodule's ``reference_share`` says which images). What the score means (the
+    recipe's measured numbers) is ``comparison.RecipeComparison``'s line, printed after this table.
     """
-
-    def __init__(self, benchmark_scores: dict[str, float] | None = None, benchmark_source: str = "") -> None:
-        self.benchmark_scores = dict(benchmark_scores or {})
-        self.benchmark_source = benchmark_source or "the project's benchmarks"
-
-    def _print_benchmark(self, pl_module: LightningModule) -> None:
-        scores = getattr(pl_module, "last_scores", None)
-        if self.benchmark_scores and scores:
-            rank_zero_info(
-                format_benchmark_line(
-                    scores["miou"], scores["iteration"], self.benchmark_scores, self.benchmark_source
-                )
-            )
 
     def _print(self, trainer: Trainer, pl_module: LightningModule) -> None:
         scores = getattr(pl_module, "last_scores", None)
@@ -126,7 +91,3 @@ class IoUTable(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._print(trainer, pl_module)
-        self._print_benchmark(pl_module)
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._print_benchmark(pl_module)  # after the last validation's table

@@ -1,36 +1,55 @@
-"""The TensorBoard logger of the recipes: no epoch curve, hyper-parameters against the target mIoU, and
-a Custom Scalars layout that puts the numbers that say whether adaptation works side by side."""
+"""The TensorBoard logger of the recipes: no epoch curve, hyper-parameters against the target mIoU, a
+Custom Scalars layout that puts the numbers that say whether adaptation works side by side, and the
+learning rate as one curve.
+
+What a user checks first comes first. TensorBoard's Time Series sorts the cards by tag and opens the
+first two groups: ``train/`` (the losses, the pseudo-label weight q, the learning rate) and ``val/``
+(``val/miou`` first, with source-only, self-training and oracle drawn in the same card by
+``comparison.RecipeComparison``). Per-class IoU (``val_iou/``) and the pictures (``visual_train/``,
+``visual_val/``) follow, closed.
+"""
 
 from __future__ import annotations
 
+import math
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard.summary import hparams
+
+from madm_pl.callbacks.images import logger_step
 
 #: The metric the HParams tab shows next to each run's hyper-parameters (read from its scalars).
 HPARAMS_METRICS = ("val/miou",)
 
 #: TensorBoard's Custom Scalars tab: category -> chart -> ["Multiline", [tag regexes]]. Each chart
-#: draws every matching tag in one plot (tags a run did not log are simply absent).
+#: draws every matching tag in one plot (tags a run did not log are simply absent). The layout holds
+#: no colours, legend or axis settings (the proto has titles and regexes only): TensorBoard colours a
+#: chart's lines by run and marks the tags of one run with different symbols, listed in the chart's
+#: "Matches" list. The mIoU chart comes first and its levels are runs of their own
+#: (comparison.RecipeComparison), so they have colours of their own.
 SCALAR_LAYOUT = {
-    "adaptation": {
+    "is adaptation working?": {
+        "target mIoU (%): this run and the recipe's source-only, self-training, oracle": [
+            "Multiline",
+            [r"val/miou$"],
+        ],
         "pseudo-label weight q and pseudo-label accuracy": [
             "Multiline",
             ["train/pseudo_label_weight", "train/pseudo_label_accuracy"],
         ],
-        "DPLG timestep of the teacher": ["Multiline", ["train/dplg_timestep"]],
+        "every loss term and the total": ["Multiline", [r"train/loss.*"]],
     },
-    "losses": {"every loss term and the total": ["Multiline", [r"train/loss.*"]]},
-    "learning rate": {"per parameter group": ["Multiline", [r"lr/.*"]]},
-    "target (test split)": {
-        "mIoU (%)": ["Multiline", [r"val/miou.*"]],  # with the reference protocol's when scored
-        "per-class IoU (%)": ["Multiline", [r"val/iou_.*"]],
+    "details": {
+        "mIoU (%) of the whole split and of the reference protocol": ["Multiline", [r"val/miou.*"]],
+        "per-class IoU (%)": ["Multiline", [r"val_iou/.*"]],
+        "DPLG timestep of the teacher": ["Multiline", ["train/dplg_timestep"]],
+        "learning rate": ["Multiline", [r"train/lr.*"]],
     },
 }
 
@@ -134,6 +153,9 @@ class MADMTensorBoardLogger(TensorBoardLogger):
     ) -> None:
         # Stores the parameters for hparams.yaml; writes no summary (default_hp_metric is off).
         super().log_hyperparams(params, metrics, step)
+        # torch.utils.tensorboard imports tensorboard (a second of start-up): only when logging.
+        from torch.utils.tensorboard.summary import hparams
+
         writer = self.experiment._get_file_writer()
         if metrics is None:
             params = vars(params) if isinstance(params, Namespace) else dict(params)
@@ -141,3 +163,38 @@ class MADMTensorBoardLogger(TensorBoardLogger):
             for summary in hparams(flat_hyperparameters(params), dict.fromkeys(HPARAMS_METRICS, 0.0)):
                 writer.add_summary(summary)
         self.experiment.add_custom_scalars(SCALAR_LAYOUT)
+
+
+class LearningRates(Callback):
+    """The learning rate as one curve: ``train/lr``, the rate of the optimiser's first parameter group
+    (``model.lr`` times the schedule), plus ``train/lr_<group>`` for each group whose rate is another
+    multiple of it (the head at ``head_lr_multiplier`` != 1), logged every ``trainer.log_every_n_steps``.
+
+    Every group follows the same schedule, so the distinct rates say everything; one curve per group
+    (Lightning's LearningRateMonitor) put five identical cards first in TensorBoard.
+    """
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not trainer.loggers or not trainer.optimizers or trainer.global_step % trainer.log_every_n_steps:
+            return
+        metrics = learning_rate_curves(trainer.optimizers[0].param_groups)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=logger_step(trainer))  # beside the iteration's losses
+
+
+def learning_rate_curves(groups: list[dict[str, Any]]) -> dict[str, float]:
+    """``{"train/lr": rate of group 0, "train/lr_<name>": rate of the first group of each other initial
+    rate}``: groups are told apart by their rate before the schedule (``initial_lr``), so that the set of
+    curves does not change when the schedule reaches 0."""
+    curves: dict[str, float] = {}
+    seen: list[float] = []
+    for index, group in enumerate(groups):
+        initial = float(group.get("initial_lr", group["lr"]))
+        if any(math.isclose(initial, other, rel_tol=1e-9) for other in seen):
+            continue
+        seen.append(initial)
+        name = "train/lr" if not curves else f"train/lr_{group.get('name', index)}"
+        curves[name] = float(group["lr"])
+    return curves

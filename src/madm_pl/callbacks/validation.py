@@ -18,9 +18,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from madm_pl.callbacks.images import logger_step, tensorboard_writers, titled_grid, visual_to_rgb
 from madm_pl.method.pseudo_label import confidence_mask
 
-STUDENT_TAG = "val_images/student_prediction"
-PSEUDO_LABEL_TAG = "val_images/teacher_pseudo_label"
-CONFUSION_TAG = "val_images/confusion_matrix"
+STUDENT_TAG = "visual_val/student_prediction"
+PSEUDO_LABEL_TAG = "visual_val/teacher_pseudo_label"
+CONFUSION_TAG = "visual_val/confusion_matrix"
 
 
 def evenly_spaced(length: int, count: int) -> list[int]:
@@ -45,8 +45,8 @@ class ValidationImages(Callback):
     """After every validation: ``num_images`` fixed target test images with the model's predictions.
 
     Tags (rows = images, in index order):
-      * ``val_images/student_prediction``: image | student prediction | ground truth;
-      * ``val_images/teacher_pseudo_label`` (``model.mode: madm`` only): image | pseudo-label |
+      * ``visual_val/student_prediction``: image | student prediction | ground truth;
+      * ``visual_val/teacher_pseudo_label`` (``model.mode: madm`` only): image | pseudo-label |
         confidence mask | ground truth, from the network that makes the training pseudo-labels (the
         EMA teacher, or the student with ``ema: false``) at the DPLG timestep of the next iteration
         (t0 = ``dplg_t0``; 0 from ``dplg_t_end`` on, and always with ``dplg: false``): the
@@ -162,7 +162,7 @@ def confusion_figure(confusion: torch.Tensor, classes: tuple[str, ...], title: s
 
 class ConfusionMatrixImage(Callback):
     """After every validation: the target confusion matrix (rows = ground truth, normalised to 1, so
-    the diagonal is each class's recall) as ``val_images/confusion_matrix``."""
+    the diagonal is each class's recall) as ``visual_val/confusion_matrix``."""
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         scores = getattr(pl_module, "last_scores", None)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -275,7 +274,10 @@ def read_image(path: str | Path, scaling: ImageScaling | None = None) -> np.ndar
         gray = _to_8_bit(scaling.to_unit(values, 16 if image.mode.startswith("I;16") else None, path))
         return np.repeat(gray[:, :, None], 3, axis=2)
     if sixteen and image.mode in ("RGB", "RGBA"):
-        # cv2 keeps the 16 bits Pillow drops; BGR(A) to RGB, alpha dropped.
+        # cv2 keeps the 16 bits Pillow drops; BGR(A) to RGB, alpha dropped. Imported here, for the
+        # rare file that needs it: every command imports this module.
+        import cv2
+
         values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if values is None or values.dtype != np.uint16:
             raise ValueError(f"cannot read the 16-bit colour image '{path}'; replace or remove it")

@@ -11,56 +11,38 @@ downscale the two differ visibly. Labels use Pillow's nearest neighbour (same pi
 Randomness: every random call takes a ``seed`` (an int, or a ``numpy.random.Generator`` from which
 one is drawn) and reseeds the pipeline before use, so a sample depends only on its seed, whatever
 the process or worker that makes it.
+
+albumentations (and OpenCV with it) is imported when a pipeline is built, not with this module:
+``madm-pl --help`` and the other commands that build no data should not pay its import.
 """
 
 from __future__ import annotations
 
 import os
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-# Albumentations asks PyPI for a newer version at import; training machines are often offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import albumentations as A
-from PIL import Image
+if TYPE_CHECKING:
+    import albumentations
 
 Size = tuple[int, int]
+
+
+def _albumentations() -> ModuleType:
+    # Albumentations asks PyPI for a newer version at import; training machines are often offline.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
 
 
 def _check_size(size: Size, name: str) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise ValueError(f"{name} must be (height, width) with positive integers, got {size!r}")
     return int(size[0]), int(size[1])
-
-
-class PILResize(A.DualTransform):
-    """Resize with Pillow: images bilinear (antialiased when shrinking), masks nearest.
-
-    Args:
-        height: output height in pixels.
-        width: output width in pixels.
-    """
-
-    def __init__(self, height: int, width: int, p: float = 1.0) -> None:
-        super().__init__(p=p)
-        self.height = height
-        self.width = width
-
-    def apply(self, img: np.ndarray, **params: object) -> np.ndarray:
-        if img.shape[:2] == (self.height, self.width):
-            return img
-        resized = Image.fromarray(img).resize((self.width, self.height), Image.Resampling.BILINEAR)
-        return np.asarray(resized)
-
-    def apply_to_mask(self, mask: np.ndarray, **params: object) -> np.ndarray:
-        if mask.shape[:2] == (self.height, self.width):
-            return mask
-        resized = Image.fromarray(mask).resize((self.width, self.height), Image.Resampling.NEAREST)
-        return np.asarray(resized)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("height", "width")
 
 
 def _seed_of(seed: int | np.random.Generator) -> int:
@@ -70,7 +52,7 @@ def _seed_of(seed: int | np.random.Generator) -> int:
 
 
 def _run(
-    pipeline: A.Compose, image: np.ndarray, label: np.ndarray | None
+    pipeline: albumentations.Compose, image: np.ndarray, label: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if label is None:
         return pipeline(image=image)["image"], None
@@ -94,8 +76,11 @@ class TrainTransform:
         self.crop_size = _check_size(crop, "crop")
         if self.crop_size[0] > self.resize_size[0] or self.crop_size[1] > self.resize_size[1]:
             raise ValueError(f"crop {self.crop_size} is larger than the resized image {self.resize_size}")
-        self._resize = A.Compose([PILResize(*self.resize_size)])
-        self._crop_flip = A.Compose([A.RandomCrop(*self.crop_size), A.HorizontalFlip(p=0.5)], seed=0)
+        albu = _albumentations()
+        from madm_pl.data.pil_resize import PILResize
+
+        self._resize = albu.Compose([PILResize(*self.resize_size)])
+        self._crop_flip = albu.Compose([albu.RandomCrop(*self.crop_size), albu.HorizontalFlip(p=0.5)], seed=0)
 
     def resize(
         self, image: np.ndarray, label: np.ndarray | None = None
@@ -146,7 +131,10 @@ class TestTransform:
 
     def __init__(self, size: Size) -> None:
         self.size = _check_size(size, "size")
-        self._resize = A.Compose([PILResize(*self.size)])
+        albu = _albumentations()
+        from madm_pl.data.pil_resize import PILResize
+
+        self._resize = albu.Compose([PILResize(*self.size)])
 
     def __call__(
         self, image: np.ndarray, label: np.ndarray | None = None

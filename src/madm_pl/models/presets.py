@@ -21,7 +21,12 @@ Three sources give one:
 
 Presets are fixed models, like a checkpoint: their random weights come from a fixed seed, so every
 build of ``"tiny"`` is the same network whatever the global RNG state (built on CPU).
+
+diffusers and transformers are imported where a stack is built, not with this module: every command
+(``madm-pl --help`` too) imports the model's module, and their model classes take seconds to import.
 """
+
+from __future__ import annotations
 
 import contextlib
 import importlib.util
@@ -31,13 +36,14 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from tokenizers import pre_tokenizers
 from torch import Tensor
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-from transformers.utils import logging as transformers_logging
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 #: Names accepted by :func:`build_stack` besides a folder path.
 PRESETS = ("tiny", "sd14-random")
@@ -190,6 +196,8 @@ def tiny_clip_vocab() -> dict[str, int]:
     Returns:
         token -> id; ``<|startoftext|>`` is 512 and ``<|endoftext|>`` (also padding) is 513.
     """
+    from tokenizers import pre_tokenizers
+
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens = alphabet + [symbol + "</w>" for symbol in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
     return {token: index for index, token in enumerate(tokens)}
@@ -197,11 +205,15 @@ def tiny_clip_vocab() -> dict[str, int]:
 
 def build_tiny_tokenizer() -> CLIPTokenizer:
     """The tiny preset's CLIP tokenizer (byte-level vocabulary, no merges, 77 tokens), built in memory."""
+    from transformers import CLIPTokenizer
+
     return CLIPTokenizer(vocab=tiny_clip_vocab(), merges=[], model_max_length=77)
 
 
 def build_tiny_text_encoder() -> CLIPTextModel:
     """The tiny preset's random CLIP text encoder (fixed weights, seed :data:`PRESET_SEED`)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     vocab = tiny_clip_vocab()
     config = CLIPTextConfig(
         vocab_size=len(vocab),
@@ -244,6 +256,8 @@ def build_stack(source: str) -> DiffusionStack:
     Raises:
         FileNotFoundError: ``source`` is neither a preset nor an existing stack folder, or a part is missing.
     """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
     if source == "tiny":
         with _seeded():
             vae = AutoencoderKL(**TINY_VAE_CONFIG)
@@ -265,6 +279,8 @@ def build_stack(source: str) -> DiffusionStack:
 @contextlib.contextmanager
 def _no_transformers_progress_bar() -> Iterator[None]:
     """transformers' "Loading weights" bar off for the block, then as it was."""
+    from transformers.utils import logging as transformers_logging
+
     enabled = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
     try:
@@ -322,6 +338,9 @@ def load_stack(path: str | os.PathLike) -> DiffusionStack:
             f"diffusion stack {str(root)!r} lacks {', '.join(f'{part}/' for part in missing)}: expected the "
             f"diffusers layout {expected} (as in CompVis/stable-diffusion-v1-4); fix the backbone source path"
         )
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     with _naming_the_part(root, "vae"):
         vae = AutoencoderKL.from_pretrained(
             root / "vae", local_files_only=True, low_cpu_mem_usage=_LOW_CPU_MEM_USAGE

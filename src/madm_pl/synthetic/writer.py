@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -325,7 +328,7 @@ def _render_all(
     """Render and write every job; returns the world-id histogram of the source scenes."""
     tasks = [(str(root), split, modality, index, height, width, seed) for split, modality, index in jobs]
     histogram = np.zeros(256, np.int64)
-    progress = tqdm(total=len(tasks), desc="madm-pl-data", unit="scene", file=sys.stderr)
+    progress = scene_progress(len(tasks))
 
     def collect(results: Iterable[np.ndarray]) -> None:
         for task, counts in zip(tasks, results):
@@ -341,6 +344,43 @@ def _render_all(
             with Pool(workers, initializer=_init_worker) as pool:
                 collect(pool.imap(_render_and_write, tasks, chunksize=8))
     return histogram
+
+
+class _ProgressLines:
+    """tqdm's interface for a log file: a line every ``every`` scenes and at the end, no carriage returns."""
+
+    def __init__(self, total: int, every: int, stream: TextIO) -> None:
+        self.total, self.every, self.stream = total, every, stream
+        self.done = 0
+        self.start = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        if self.done % self.every == 0 or self.done == self.total:
+            elapsed = time.monotonic() - self.start
+            rate = self.done / max(elapsed, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else 0.0
+            print(
+                f"madm-pl-data: {self.done}/{self.total} scenes | {rate:.1f} scenes/s | ETA {left:.0f} s",
+                file=self.stream,
+                flush=True,
+            )
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def scene_progress(total: int, stream: TextIO | None = None) -> Any:
+    """The progress of writing ``total`` scenes on ``stream`` (standard error): a tqdm bar on a terminal;
+    in a log file or CI a line every tenth of the work (a bar's carriage-return updates would pile up
+    there, 2,700 on one line), as training prints its progress."""
+    stream = sys.stderr if stream is None else stream
+    if stream.isatty():
+        return tqdm(total=total, desc="madm-pl-data", unit="scene", file=stream)
+    return _ProgressLines(total, max(1, math.ceil(total / 10)), stream)
 
 
 def _write_readme(root: Path, options: dict, counts: dict[str, int]) -> None:
