@@ -66,7 +66,9 @@ def assert_same_state(actual: dict, expected: dict) -> None:
 def test_offload_equals_adamw_bit_for_bit(implementation: str) -> None:
     plain_params, offload_params = make_params(), make_params()
     plain = build_adamw("adamw", make_groups(plain_params), lr=1e-2, implementation=implementation)
-    offload = build_adamw("adamw-offload", make_groups(offload_params), lr=1e-2, implementation=implementation)
+    offload = build_adamw(
+        "adamw-offload", make_groups(offload_params), lr=1e-2, implementation=implementation
+    )
     assert isinstance(offload, HostOffloadAdamW)
     # the groups are the device parameters (what Lightning clips) with the same hyperparameters
     assert [p for g in offload.param_groups for p in g["params"]] == [
@@ -167,7 +169,7 @@ def test_8bit_quantises_large_moments_and_resumes_from_a_plain_checkpoint(eager_
     optimizer.load_state_dict(plain.state_dict())
     state = [optimizer.state[p] for p in params]
     # torchao's rule: >= 4096 values and a multiple of the block size are 8-bit, the rest fp32
-    assert isinstance(state[0]["exp_avg"], OptimState8bit) and isinstance(state[0]["exp_avg_sq"], OptimState8bit)
+    assert all(isinstance(state[0][key], OptimState8bit) for key in ("exp_avg", "exp_avg_sq"))
     assert type(state[1]["exp_avg"]) is torch.Tensor
     # the quantised moments hold the plain ones to 8-bit precision: torchao's dynamic map errs by < 1 % of
     # each block's (256 values) largest magnitude (measured: 0.7 % for the signed map, 0.35 % unsigned)

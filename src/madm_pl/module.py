@@ -529,7 +529,7 @@ class MADMModule(LightningModule):
         return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW over :meth:`parameter_groups` in the ``optimizer`` mode; the LR factor per step (METHOD.md §5).
+        """AdamW over :meth:`parameter_groups` in ``optimizer``'s mode; the LR factor per step (METHOD.md §5).
 
         The LR factor scales every group's learning rate alike. Foreach AdamW by default: one multi-tensor
         update instead of a Python loop over ~500 tensors (on CPU the loop was ~10% of a tiny-stack step,

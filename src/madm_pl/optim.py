@@ -246,7 +246,7 @@ def adamw_8bit_class() -> type[torch.optim.Optimizer]:
 
 # ---------------------------------------------------------------------------------------- sharded
 def sharded_adamw(groups: list[dict[str, Any]], lr: float, **kernels: bool) -> torch.optim.Optimizer:
-    """``ZeroRedundancyOptimizer`` over ``torch.optim.AdamW``: each DDP process keeps the moments of its share.
+    """``ZeroRedundancyOptimizer`` over ``torch.optim.AdamW``: each DDP process keeps its share's moments.
 
     ZeRO gives every parameter to one rank (greedily by size), steps AdamW there and broadcasts the
     updated parameter; the update of each element is AdamW's, so the weights equal an unsharded DDP run's.
