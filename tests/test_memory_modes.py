@@ -5,13 +5,19 @@ and across modes; the 8-bit option stays within the bound measured for it."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.strategies import DDPStrategy
 
 from madm_pl.module import MADMModule
 from madm_pl.optim import HostOffloadAdamW
+from tests import sharded_workers
 from tests.test_module import StopAt, make_data, make_module, make_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's CPU/loader advice
@@ -85,3 +91,107 @@ def test_offload_mode_trains_the_recipe_weights_bit_for_bit_across_a_checkpoint(
     assert not torch.equal(resumed["plain"].backbone.unet.conv_in.weight, changed)
     assert_same_weights(resumed["offload"], resumed["plain"])
     assert_same_weights(resumed["offload-from-plain"], resumed["plain"])
+
+
+# ---------------------------------------------------------------------------------------- sharded
+class SaveAtEnd(Callback):
+    """Every rank calls ``save_checkpoint``: ZeRO consolidates its shards on rank 0 (a collective)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: Trainer, pl_module: MADMModule) -> None:
+        optimizer = trainer.optimizers[0]
+        # what this rank's own AdamW holds: ZeRO's local optimizer, or the whole state
+        local = getattr(optimizer, "optim", optimizer).state
+        self.local_state_count = len(local)
+        trainer.save_checkpoint(self.path)
+
+
+def sharded_worker(rank: int, port: int, root: Path, out: Path) -> None:
+    """One of 2 DDP processes (gloo): 3 iterations with ``adamw`` then with ``adamw-sharded``, as the
+    2-GPU recipe trains (batch 1 per process, no accumulation, bf16-mixed, clipping 0.01)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    os.environ["NODE_RANK"] = "0"
+    torch.set_num_threads(1)
+    counts = {}
+    for name in ("adamw", "adamw-sharded"):
+        fitted = module(optimizer=name)
+        saver = SaveAtEnd(out / f"{name}.ckpt")
+        trainer = make_trainer(
+            out / name,
+            3,
+            devices=2,
+            strategy=DDPStrategy(gradient_as_bucket_view=True),
+            precision="bf16-mixed",
+            callbacks=[saver],
+        )
+        trainer.fit(fitted, make_data(root, batch_size=1))
+        torch.save(fitted.state_dict(), out / f"{name}-rank{rank}.pt")
+        counts[name] = saver.local_state_count
+    (out / f"counts-rank{rank}.json").write_text(json.dumps(counts))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # 2 processes x 2 Lightning fits: ~70 s on 2 cores (the fast variant: the test below)
+def test_sharded_adamw_equals_unsharded_ddp_and_consolidates_its_checkpoint(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    torch.multiprocessing.spawn(sharded_worker, args=(free_port(), synthetic_root, tmp_path), nprocs=2)
+    weights = {
+        (name, rank): torch.load(tmp_path / f"{name}-rank{rank}.pt")
+        for name in ("adamw", "adamw-sharded")
+        for rank in (0, 1)
+    }
+    trained = {name for name, _ in module().named_parameters()}
+    expected = weights["adamw", 0]
+    assert not torch.equal(expected["backbone.unet.conv_in.weight"], module().backbone.unet.conv_in.weight)
+    for (name, rank), state in weights.items():
+        # parameters equal on both ranks in both modes; buffers (BN statistics, per process) within a rank
+        reference = weights["adamw", rank]
+        for key, value in state.items():
+            assert torch.equal(value, (expected if key in trained else reference)[key]), (name, rank, key)
+    # each rank's AdamW held the moments of part of the parameters only, together all of them
+    counts = [json.loads((tmp_path / f"counts-rank{rank}.json").read_text()) for rank in (0, 1)]
+    total = counts[0]["adamw"]
+    assert counts[1]["adamw"] == total
+    assert 0 < counts[0]["adamw-sharded"] < total and 0 < counts[1]["adamw-sharded"] < total
+    assert counts[0]["adamw-sharded"] + counts[1]["adamw-sharded"] == total
+    # Lightning consolidated ZeRO's shards into rank 0's checkpoint: plain AdamW's state, tensor for tensor
+    plain = torch.load(tmp_path / "adamw.ckpt", weights_only=False)["optimizer_states"][0]
+    sharded = torch.load(tmp_path / "adamw-sharded.ckpt", weights_only=False)["optimizer_states"][0]
+    assert sharded["state"].keys() == plain["state"].keys() and len(plain["state"]) == total
+    for index, state in plain["state"].items():
+        for key, value in state.items():
+            assert torch.equal(sharded["state"][index][key], value), (index, key)
+    assert sharded["param_groups"] == plain["param_groups"]
+
+
+def test_sharded_adamw_step_equals_the_unsharded_ddp_step(tmp_path: Path) -> None:
+    """Fast variant (2 gloo processes, torch only): 3 DDP steps with ZeRO equal 3 plain-AdamW DDP steps bit
+    for bit, each rank holding part of the moments, and the consolidated state is plain AdamW's."""
+    torch.multiprocessing.spawn(sharded_workers.zero_worker, args=(free_port(), tmp_path), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    expected = ranks[0]["adamw"]["weights"]
+    assert not torch.equal(expected["0.weight"], sharded_workers.small_model()[0].weight)
+    for rank in ranks:
+        for name in ("adamw", "adamw-sharded"):
+            for key, value in expected.items():
+                assert torch.equal(rank[name]["weights"][key], value), (name, key)
+    total = ranks[0]["adamw"]["parameters"]
+    assert [rank["adamw"]["local_state_count"] for rank in ranks] == [total, total]
+    shares = [rank["adamw-sharded"]["local_state_count"] for rank in ranks]
+    assert sum(shares) == total and min(shares) > 0
+    plain, sharded = ranks[0]["adamw"]["state_dict"], ranks[0]["adamw-sharded"]["state_dict"]
+    assert sharded["param_groups"] == plain["param_groups"]
+    assert sharded["state"].keys() == plain["state"].keys()
+    for index, state in plain["state"].items():
+        for key, value in state.items():
+            assert torch.equal(sharded["state"][index][key], value), (index, key)

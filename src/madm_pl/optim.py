@@ -266,7 +266,9 @@ def sharded_adamw(groups: list[dict[str, Any]], lr: float, **kernels: bool) -> t
             "group is initialised: train with trainer.strategy ddp and trainer.devices >= 2 "
             "(docs/PAPER_RECIPES.md §4), or use optimizer adamw / adamw-offload on one device"
         )
-    # AdamW's every default, so that the consolidated state_dict's groups hold the keys plain AdamW's do.
-    defaults = {key: value for key, value in torch.optim.AdamW([torch.zeros(1)], **kernels).defaults.items()}
-    defaults["lr"] = lr
+    # AdamW's every default, so that the consolidated state_dict's groups hold the keys plain AdamW's do;
+    # AdamW sets decoupled_weight_decay itself and refuses it as an argument, so the groups carry it.
+    defaults = dict(torch.optim.AdamW([torch.zeros(1)], **kernels).defaults, lr=lr)
+    decoupled = defaults.pop("decoupled_weight_decay")
+    groups = [{**group, "decoupled_weight_decay": decoupled} for group in groups]
     return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW, **defaults)
