@@ -180,6 +180,7 @@ def test_8bit_quantises_large_moments_and_resumes_from_a_plain_checkpoint(eager_
     train(optimizer, params, range(2, 4))  # the float lr of the plain state became a tensor again
     train(plain, plain_params, range(2, 4))
     difference = max((a - b).abs().max().item() for a, b in zip(params, plain_params, strict=True))
+    # measured 3.9e-4 (torch 2.13 CPU) where each of the two steps moves a weight by up to lr/3 = 3.3e-3
     assert 0 < difference < 1e-3
 
 
