@@ -106,7 +106,7 @@ class MADMModule(LightningModule):
         noise_seed: int = 42,
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
-        vae_dtype: Literal["float32", "float16"] = "float32",
+        vae_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         head_embed_dim: int = 256,
         head_projection_channels: int = 512,
         head_decoded_channels: int = 128,
