@@ -38,15 +38,19 @@ PAPER_HEAD = {
 GIB = 2**30
 
 
-def parameter_counts(backbone: str = "sd14-random") -> dict[str, Any]:
-    """Counts of the paper model built on ``meta``: trained tensors per group, the VAE by layer kind.
+def paper_model_on_meta() -> MADMModule:
+    """``sd14-random`` with the paper head, built on the ``meta`` device (shapes only, nothing allocated)."""
+    with torch.device("meta"):
+        return MADMModule(backbone="sd14-random", **PAPER_HEAD)
+
+
+def parameter_counts(module: MADMModule) -> dict[str, Any]:
+    """A module's trained tensors per group and its VAE by layer kind.
 
     Returns:
         ``groups`` {name: (tensors, values)}, ``trained_shapes`` [shape], ``vae_values``,
         ``vae_bf16_values`` (convolution and linear weights: what ``vae_dtype: bfloat16`` stores in bf16).
     """
-    with torch.device("meta"):
-        module = MADMModule(backbone=backbone, **PAPER_HEAD)
     groups = module.parameter_groups()
     vae = module.backbone.vae
     cast = [
@@ -58,6 +62,20 @@ def parameter_counts(backbone: str = "sd14-random") -> dict[str, Any]:
         "vae_values": sum(p.numel() for p in vae.parameters()),
         "vae_bf16_values": sum(p.numel() for p in cast),
     }
+
+
+def adamw_8bit_state_bytes(shapes: list[tuple[int, ...]], block_size: int = 256) -> int:
+    """Bytes of torchao 0.18 AdamW8bit's two moments: 1 byte per value and one fp32 scale per block for a
+    tensor of >= 4096 values that the block size divides (its ``_new_buffer`` rule), else fp32 (8 bytes per
+    value for the two). The 256-entry fp32 code maps are shared, left out."""
+    total = 0
+    for shape in shapes:
+        values = torch.Size(shape).numel()
+        if values >= 4096 and values % block_size == 0:
+            total += 2 * (values + 4 * values // block_size)
+        else:
+            total += 8 * values
+    return total
 
 
 def sample_shapes(shapes: list[tuple[int, ...]], target: int) -> list[tuple[int, ...]]:
@@ -95,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    counts = parameter_counts()
+    counts = parameter_counts(paper_model_on_meta())
     trained = sum(values for _, values in counts["groups"].values())
     tensors = sum(n for n, _ in counts["groups"].values())
     fp32 = 4 * trained
@@ -109,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "host_to_device_bytes_per_step": fp32,
         "device_bytes_saved": 2 * fp32,  # exp_avg and exp_avg_sq
         "host_bytes": 4 * fp32,  # masters, gradient buffers, two moments
+        "adamw_state_bytes": 2 * fp32,
+        "adamw_8bit_state_bytes": adamw_8bit_state_bytes(counts["trained_shapes"]),
         "vae_values": counts["vae_values"],
         "vae_fp32_bytes": 4 * counts["vae_values"],
         "vae_bf16_mode_bytes": 2 * counts["vae_bf16_values"]
@@ -141,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"| host -> device per step (fp32 parameters) | {fp32 / 1e9:.3f} GB ({fp32 / GIB:.3f} GiB) |")
     print(f"| device memory saved (AdamW's two moments) | {2 * fp32 / GIB:.2f} GiB |")
     print(f"| host memory (masters + gradient buffers + moments) | {4 * fp32 / GIB:.2f} GiB |")
+    eight = result["adamw_8bit_state_bytes"]
+    print(
+        f"| AdamW moments fp32 / adamw-8bit (torchao's rule) | {2 * fp32 / GIB:.2f} / {eight / GIB:.2f} GiB |"
+    )
     vae32, vae16 = result["vae_fp32_bytes"], result["vae_bf16_mode_bytes"]
     print(f"| VAE weights fp32 / vae_dtype bfloat16 | {vae32 / GIB:.3f} / {vae16 / GIB:.3f} GiB |")
     print("\n| host AdamW | threads | measured on the sample | ns per value | scaled to the trained values |")
