@@ -1,11 +1,12 @@
 """The one prepared GPU check of issue 24: speed and peak memory of every memory mode, in <= 8 minutes.
 
 Runs ``benchmarks.gpu_recipe``'s modes (``recipe``, ``offload`` (the 24 GB mode), ``eager``,
-``adamw-8bit``, ``compiled``, then ``compiled-check``: the compiled UNet's tap gradient error against
-eager) one after the other, each in a forked child process: a fresh CUDA context and peak counter per
-mode, and a mode that fails (out of memory, a crash) or runs out of its time is recorded as such while
-the next one runs. The whole check keeps to ``--budget`` seconds (default 480): a mode gets what is
-left minus a reserve for the modes after it; modes with no time left are recorded "not run".
+``adamw-8bit``, ``compiled``, ``compiled-check`` (the compiled UNet's tap gradient error against eager),
+then ``offload-fused`` if time is left) one after the other, each in a forked child process: a fresh
+CUDA context and peak counter per mode, and a mode that fails (out of memory, a crash) or runs out of its
+time is recorded as such while the next one runs. The whole check keeps to ``--budget`` seconds (default
+480): a mode gets what is left minus a reserve for the modes after it; modes with no time left are
+recorded "not run".
 
     # on the GPU machine (docs/PAPER_RECIPES.md §6 says how to carry the missing wheels there):
     cp BENCHMARKS.md $OUT/
@@ -42,8 +43,9 @@ from benchmarks.common import gib, has_markers, replace_between_markers, write_a
 
 #: The section of BENCHMARKS.md this script fills.
 SECTION = "gpu-check"
-#: The issue's modes in the order they run (cheapest and most wanted first).
-DEFAULT_MODES = ("recipe", "offload", "eager", "adamw-8bit", "compiled", "compiled-check")
+#: The issue's modes in the order they run (cheapest and most wanted first; offload-fused, the host AdamW
+#: in torch's fused kernel, only if time is left).
+DEFAULT_MODES = ("recipe", "offload", "eager", "adamw-8bit", "compiled", "compiled-check", "offload-fused")
 #: Seconds kept back for each mode still to run when a mode's time limit is set.
 RESERVE_PER_MODE = 40.0
 #: A mode whose time limit would be shorter is not started.

@@ -125,3 +125,11 @@ def test_options_and_child_command_lines(tmp_path: Path) -> None:
         gpu_check.parse_args(["--markdown", str(no_markers)])
     with pytest.raises(SystemExit):
         gpu_check.parse_args(["--from-json", "x.json"])  # needs --markdown
+
+
+def test_the_wheels_carried_to_a_gpu_machine_are_the_pinned_versions() -> None:
+    script = (REPO / "benchmarks" / "gpu_wheels.sh").read_text()
+    pins = (REPO / "pyproject.toml").read_text()
+    for name in ("diffusers", "torchao", "kornia"):
+        version = pins.split(f'"{name}==', 1)[1].split('"', 1)[0]
+        assert f"{name}=={version}" in script, name
