@@ -12,6 +12,7 @@ Then compares the trained tensors (``MADMModule.parameter_groups``) of the two r
 
     python -m benchmarks.optimizer_drift                        # rgb2infrared, 600 iterations (~25 min)
     python -m benchmarks.optimizer_drift --steps 200 --json benchmarks/results/adamw_8bit_drift.json
+    python -m benchmarks.optimizer_drift --optimizer adamw --implementation fused   # the control
 
 One thread per run, the runs one after the other (each ~11 min on a quiet 2-core machine).
 """
@@ -30,7 +31,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train(task: str, optimizer: str, steps: int, every: int, seed: int) -> dict[str, Any]:
+def train(
+    task: str, optimizer: str, steps: int, every: int, seed: int, implementation: str = "foreach"
+) -> dict[str, Any]:
     """One demo run; its start and end weights of the trained tensors and the mIoU curve."""
     import torch
     from lightning.pytorch import Callback, Trainer, seed_everything
@@ -40,7 +43,12 @@ def train(task: str, optimizer: str, steps: int, every: int, seed: int) -> dict[
 
     torch.set_num_threads(1)
     config = parse_config(
-        ["-c", str(REPO / "configs" / "demo" / f"{task}.yaml"), f"--model.init_args.optimizer={optimizer}"]
+        [
+            "-c",
+            str(REPO / "configs" / "demo" / f"{task}.yaml"),
+            f"--model.init_args.optimizer={optimizer}",
+            f"--model.init_args.adamw_implementation={implementation}",
+        ]
     )
     seed_everything(seed, verbose=False)
     module = instantiate(config.model)
@@ -105,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="rgb2infrared")
     parser.add_argument("--optimizer", default="adamw-8bit", help="the mode compared with adamw")
+    parser.add_argument(
+        "--implementation",
+        default="foreach",
+        choices=("foreach", "fused"),
+        help="the compared run's AdamW kernels (adamw vs adamw --implementation fused: the drift that "
+        "rounding alone causes, the control)",
+    )
     parser.add_argument("--steps", type=int, default=600, help="iterations (the demo's 600)")
     parser.add_argument("--every", type=int, default=200, help="score the test split every so many")
     parser.add_argument("--seed", type=int, default=42)
@@ -112,17 +127,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+    compared = (
+        args.optimizer if args.implementation == "foreach" else f"{args.optimizer}+{args.implementation}"
+    )
     runs = {
-        name: train(args.task, name, args.steps, args.every, args.seed) for name in ("adamw", args.optimizer)
+        "adamw": train(args.task, "adamw", args.steps, args.every, args.seed),
+        compared: train(args.task, args.optimizer, args.steps, args.every, args.seed, args.implementation),
     }
     result = {
         "task": args.task,
-        "optimizer": args.optimizer,
+        "optimizer": compared,
         "steps": args.steps,
         "seed": args.seed,
         "curves": {name: run["curve"] for name, run in runs.items()},
         "seconds": {name: run["seconds"] for name, run in runs.items()},
-        "drift": compare(runs["adamw"], runs[args.optimizer]),
+        "drift": compare(runs["adamw"], runs[compared]),
     }
     print(json.dumps(result, indent=2))
     if args.json is not None:
