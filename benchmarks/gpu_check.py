@@ -2,7 +2,7 @@
 
 Runs ``benchmarks.gpu_recipe``'s modes (``recipe``, ``offload`` (the 24 GB mode), ``eager``,
 ``adamw-8bit``, ``compiled``, ``compiled-check`` (the compiled UNet's tap gradient error against eager),
-then ``offload-fused`` if time is left) one after the other, each in a forked child process: a fresh
+then ``offload-fused`` if time is left) one after the other, each in a child process of its own: a fresh
 CUDA context and peak counter per mode, and a mode that fails (out of memory, a crash) or runs out of its
 time is recorded as such while the next one runs. The whole check keeps to ``--budget`` seconds (default
 480): a mode gets what is left minus a reserve for the modes after it; modes with no time left are
@@ -17,8 +17,9 @@ recorded "not run".
     python -m benchmarks.gpu_check --smoke --markdown /tmp/check.md
 
 Rows are marked "measured" with the GPU's name, torch's version and the date; a smoke run's rows say
-"smoke (CPU)" and are no measurement. The parent process never touches CUDA (a forked child could not
-use it otherwise).
+"smoke (CPU)" and are no measurement. The children are started with ``spawn`` (each imports the package
+anew, seconds): importing diffusers imports torchao, which asks ``torch.cuda.is_available()``, and a
+child forked from a process that has initialised CUDA cannot use it. ``--start-method fork`` is for tests.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the rows here (after every mode)")
     parser.add_argument("--from-json", type=Path, help="no run: put a previous run's rows into --markdown")
     parser.add_argument(
+        "--start-method",
+        choices=("spawn", "fork"),
+        default="spawn",
+        help="how the children start (fork: fast, but not after CUDA was initialised; for tests)",
+    )
+    parser.add_argument(
         "extra", nargs="*", help="after --: options for gpu_recipe (e.g. -- --channels-last --sdpa flash)"
     )
     args = parser.parse_args(argv)
@@ -123,17 +130,23 @@ def run_in_child(argv: list[str], result_path: str) -> None:
             "traceback": traceback.format_exc()[-2000:],
         }
     Path(result_path).write_text(json.dumps(result))
-    os._exit(0 if result["status"] == "ok" else 1)  # no atexit handlers of the parent's in the child
+    # A forked child must not run the parent's atexit handlers; a spawned one has nothing else to do.
+    os._exit(0 if result["status"] == "ok" else 1)
 
 
 def run_mode(
-    mode: str, argv: list[str], timeout: float, target: Callable[[list[str], str], None] = run_in_child
+    mode: str,
+    argv: list[str],
+    timeout: float,
+    start_method: str = "spawn",
+    target: Callable[[list[str], str], None] = run_in_child,
 ) -> dict[str, Any]:
-    """One mode in a forked child with a time limit; its row, or what stopped it."""
+    """One mode in a child process with a time limit; its row, or what stopped it."""
     with tempfile.TemporaryDirectory() as folder:
         result_path = os.path.join(folder, "row.json")
         start = time.perf_counter()
-        child = multiprocessing.get_context("fork").Process(target=target, args=(argv, result_path))
+        context = multiprocessing.get_context(start_method)
+        child = context.Process(target=target, args=(argv, result_path))
         child.start()
         child.join(timeout)
         elapsed = time.perf_counter() - start
@@ -169,7 +182,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         if timeout < MIN_MODE_SECONDS:
             result = {"mode": mode, "status": "not run: no time left in the budget", "seconds": 0.0}
         else:
-            result = run_mode(mode, recipe_args(args, mode), timeout)
+            result = run_mode(mode, recipe_args(args, mode), timeout, args.start_method)
         report["results"].append(result)
         print(f"{mode}: {json.dumps({k: v for k, v in result.items() if k != 'traceback'})}", flush=True)
         if args.json is not None:

@@ -35,7 +35,8 @@ def test_smoke_runs_the_modes_in_children_and_fills_the_section(tmp_path: Path) 
     before = document.read_text()
     out = tmp_path / "check.json"
     argv = ["--smoke", "--modes", "recipe", "offload", "compiled-check", "--markdown", str(document)]
-    report = gpu_check.main([*argv, "--json", str(out)])
+    # forked children: seconds (the default, spawn, re-imports the package per child: the tests below)
+    report = gpu_check.main([*argv, "--json", str(out), "--start-method", "fork"])
     assert [r["status"] for r in report["results"]] == ["ok", "ok", "ok"]
     recipe, offload, check = (r["row"] for r in report["results"])
     assert recipe["iterations"] == offload["iterations"] == 1
@@ -56,8 +57,26 @@ def test_smoke_runs_the_modes_in_children_and_fills_the_section(tmp_path: Path) 
     assert section(again) == text
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_smoke_with_spawned_children_as_on_a_gpu(tmp_path: Path) -> None:
+    """The default start method, as the GPU run uses it: the child imports the package and runs the mode."""
+    report = gpu_check.main(["--smoke", "--modes", "offload"])
+    (result,) = report["results"]
+    assert result["status"] == "ok" and result["row"]["seconds_per_iteration"] > 0
+
+
+@pytest.mark.slow  # every default mode in a spawned child: a minute or two on 2 CPU cores
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_whole_smoke_check_as_on_a_gpu(tmp_path: Path) -> None:
+    document = markdown_copy(tmp_path)
+    report = gpu_check.main(["--smoke", "--markdown", str(document)])
+    assert [r["mode"] for r in report["results"]] == list(gpu_check.DEFAULT_MODES)
+    assert all(r["status"] == "ok" for r in report["results"]), report["results"]
+    assert section(document).count("| ok (") == len(gpu_check.DEFAULT_MODES)
+
+
 def fake_run_mode(args, mode, device) -> dict:
-    """Stands in for gpu_recipe.run_mode in the forked children: offload runs out of memory, eager hangs."""
+    """Stands in for gpu_recipe.run_mode in the (forked) children: offload runs out of memory, eager hangs."""
     if mode == "offload":
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if mode == "eager":
@@ -84,6 +103,7 @@ def test_a_failed_or_overrunning_mode_is_recorded_and_the_next_one_runs(
     monkeypatch.setattr(gpu_check, "MIN_MODE_SECONDS", 1.0)
     document = markdown_copy(tmp_path)
     argv = ["--modes", "offload", "eager", "recipe", "--budget", "8", "--markdown", str(document)]
+    argv += ["--start-method", "fork"]  # the children inherit the fake run_mode
     report = gpu_check.main(argv)
     offload, eager, recipe = report["results"]
     assert offload["status"] == "out of memory" and "Tried to allocate 2.00 GiB" in offload["error"]
@@ -97,13 +117,15 @@ def test_a_failed_or_overrunning_mode_is_recorded_and_the_next_one_runs(
 
 def test_modes_without_time_left_are_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpu_recipe, "run_mode", fake_run_mode)
-    report = gpu_check.main(["--modes", "recipe", "compiled", "--budget", "50"])  # 40 s kept for compiled
+    # 40 s kept for compiled: recipe is not started
+    report = gpu_check.main(["--modes", "recipe", "compiled", "--budget", "50", "--start-method", "fork"])
     assert [r["status"] for r in report["results"]] == ["not run: no time left in the budget", "ok"]
 
 
 def test_options_and_child_command_lines(tmp_path: Path) -> None:
     args = gpu_check.parse_args([])
     assert (args.modes, args.budget, args.warmup, args.steps) == (list(gpu_check.DEFAULT_MODES), 480.0, 2, 5)
+    assert args.start_method == "spawn"  # CUDA-safe
     assert gpu_check.recipe_args(args, "compiled") == [
         *("--warmup", "2", "--steps", "5", "--modes", "compiled", "--gradient-check", "skip")
     ]
