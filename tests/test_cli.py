@@ -395,3 +395,14 @@ def test_unwritable_folder_is_found_before_the_first_step(
     assert (
         "fix checkpoint.dirpath" if folder == "checkpoint" else "fix trainer.logger.init_args.save_dir"
     ) in last
+
+
+def test_importing_the_package_with_torchao_installed_prints_no_import_noise() -> None:
+    """diffusers imports torchao (pinned for adamw-8bit) and torchao logs on import; madm_pl drops those
+    known lines by their text (madm_pl/__init__.py), and nothing else is printed."""
+    import importlib.util
+
+    assert importlib.util.find_spec("torchao") is not None
+    code = "import madm_pl.module, diffusers.quantizers.torchao, torchao"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == ""
