@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from madm_pl.data.io import atomic_write
 from madm_pl.labels import IGNORE_INDEX
 
 #: Trainer arguments of a bare training loop: nothing to log, save, validate or draw while timing.
@@ -95,6 +94,10 @@ def replace_between_markers(document: str, content: str, name: str) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` with the package's atomic writer, creating its folder."""
+    # Imported here: madm_pl.data loads albumentations, which the GPU scripts need nowhere else (one
+    # wheel fewer to carry to a GPU machine, docs/PAPER_RECIPES.md §6).
+    from madm_pl.data.io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as file:
         file.write(text.encode())

@@ -558,3 +558,14 @@ def test_threads_is_a_config_setting_every_command_applies(
     monkeypatch.undo()  # the real set_threads refuses 0 before anything is built
     line = _one_line_error(capsys, ["fit", "-c", str(DEMO), "--threads=0"])
     assert line == "madm-pl: error: threads=0: give a number of CPU threads >= 1, or null for every core"
+
+
+def test_importing_the_package_with_torchao_installed_prints_no_import_noise() -> None:
+    """diffusers imports torchao (pinned for adamw-8bit) and torchao logs on import; madm_pl drops those
+    known lines by their text (madm_pl/__init__.py), and nothing else is printed."""
+    import importlib.util
+
+    assert importlib.util.find_spec("torchao") is not None
+    code = "import madm_pl.module, diffusers.quantizers.torchao, torchao"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == ""

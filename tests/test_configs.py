@@ -306,3 +306,39 @@ def test_task_file_includes_its_base(config: str, monkeypatch: pytest.MonkeyPatc
         alone.trainer.default_root_dir
         == f"runs/{'demo' if config.startswith('demo') else 'paper'}/{Path(config).name}"
     )
+
+
+@pytest.mark.parametrize("task", ["rgb2event"])  # the overlays name no task value; one task suffices
+def test_memory_overlays_change_only_their_switches(task: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """configs/offload_24gb.yaml and configs/two_gpus.yaml after a task config (issue 24)."""
+    recipe = parse(monkeypatch, "-c", str(REPO / "configs" / f"{task}.yaml"))
+    assert recipe.model.init_args.optimizer == "adamw"
+    offload = parse(
+        monkeypatch,
+        "-c",
+        str(REPO / "configs" / f"{task}.yaml"),
+        "-c",
+        str(REPO / "configs" / "offload_24gb.yaml"),
+    )
+    assert (offload.model.init_args.optimizer, offload.model.init_args.vae_dtype) == (
+        "adamw-offload",
+        "bfloat16",
+    )
+    two = parse(
+        monkeypatch,
+        "-c",
+        str(REPO / "configs" / f"{task}.yaml"),
+        "-c",
+        str(REPO / "configs" / "two_gpus.yaml"),
+    )
+    trainer = two.trainer
+    assert (trainer.devices, trainer.accumulate_grad_batches, trainer.val_check_interval) == (2, 1, 1000)
+    assert trainer.strategy.class_path == "lightning.pytorch.strategies.DDPStrategy"
+    assert trainer.strategy.init_args.gradient_as_bucket_view is True
+    assert (two.model.init_args.optimizer, two.data.init_args.batch_size) == ("adamw-sharded", 1)
+    for overlaid, changed in ((offload, {"optimizer", "vae_dtype"}), (two, {"optimizer"})):
+        model = overlaid.model.init_args
+        assert {k: model[k] for k in COMMON_MODEL if k not in changed} == {
+            k: recipe.model.init_args[k] for k in COMMON_MODEL if k not in changed
+        }
+        assert overlaid.model.init_args.task == task and overlaid.data.init_args.task == task

@@ -18,6 +18,7 @@ from madm_pl.data import CrossModalityDataModule
 from madm_pl.method.dplg import dplg_timestep
 from madm_pl.method.ema import ema_alpha
 from madm_pl.module import MADMModule
+from madm_pl.optim import HostOffloadAdamW
 from tests.fake_trees import FakeTree, image_value, split_label, write_cityscapes, write_file_list, write_fmb
 
 SIZE = 64  # crop and test size: the tiny stack needs multiples of 8 (VAE stride) and 32 (UNet taps)
@@ -214,6 +215,26 @@ def test_finite_weights_guard_refuses_nan_checkpoint(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="non-finite weights in \\['b'\\]"):
         FiniteWeightsGuard().on_save_checkpoint(FakeTrainer(), module, checkpoint)
+
+
+def test_optimizer_option_builds_its_mode_over_the_same_groups(tmp_path: Path) -> None:
+    for name, kind in (("adamw", torch.optim.AdamW), ("adamw-offload", HostOffloadAdamW)):
+        module = make_module(optimizer=name, adamw_implementation="fused")
+        module.trainer = make_trainer(tmp_path, 10)
+        module.trainer.strategy._lightning_module = module
+        optimizer = module.configure_optimizers()["optimizer"]
+        assert type(optimizer) is kind
+        adamw = optimizer.host_optimizer if kind is HostOffloadAdamW else optimizer
+        assert adamw.defaults["fused"] is True and not adamw.defaults["foreach"]
+        assert [g["name"] for g in optimizer.param_groups] == [g["name"] for g in module.parameter_groups()]
+    with pytest.raises(
+        ValueError, match=r"model\.optimizer='sgd': expected one of \['adamw', 'adamw-offload'"
+    ):
+        make_module(optimizer="sgd")
+    with pytest.raises(
+        ValueError, match=r"model\.adamw_implementation='loop': expected 'foreach' or 'fused'"
+    ):
+        make_module(adamw_implementation="loop")
 
 
 def test_optimizer_groups_and_lr_schedule(synthetic_root: Path, tmp_path: Path) -> None:
@@ -425,9 +446,15 @@ def test_reference_protocol_scores_the_first_half_next_to_the_whole_split(
 # ------------------------------------------------------------------------------------ precision
 def test_fp16_vae_option_and_its_precision_check(synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(
-        ValueError, match=r"model\.vae_dtype='bfloat16': expected one of \['float32', 'float16'\]"
+        ValueError, match=r"model\.vae_dtype='float64': expected one of \['float32', 'float16', 'bfloat16'\]"
     ):
-        make_module(vae_dtype="bfloat16")
+        make_module(vae_dtype="float64")
+    # the bf16 VAE (the 24 GB mode's) meets fp32 tensors only under bf16 autocast
+    with pytest.raises(
+        ValueError,
+        match=r"model\.vae_dtype='bfloat16' needs trainer\.precision='bf16-mixed', but .*'32-true'",
+    ):
+        make_trainer(tmp_path, 1).fit(make_module(vae_dtype="bfloat16"), make_data(synthetic_root))
     module = make_module(vae_dtype="float16")
     assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
     assert {p.dtype for p in module.backbone.unet.parameters()} == {torch.float32}

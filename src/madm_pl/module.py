@@ -28,10 +28,13 @@ from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_la
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
+from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw
 
 Mode = Literal["madm", "source_only", "oracle"]
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
-_VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The trainer precision each reduced-precision VAE needs (its weights meet fp32 tensors only under it).
+_VAE_PRECISION = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
 #: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
 REFERENCE_PROTOCOL = "reference_protocol"
 
@@ -56,8 +59,10 @@ class MADMModule(LightningModule):
         noise_seed: seed of the fixed diffusion noise (reference: 42).
         unet_gradient_checkpointing: recompute UNet activations in backward (memory for time).
         compile_unet: ``torch.compile`` the UNet (GPU speed; compile time on first steps).
-        vae_dtype: dtype of the frozen VAE's weights: ``float32`` (default) or ``float16`` (the
-            reference's; needs ``trainer.precision: 16-mixed``, checked at setup).
+        vae_dtype: dtype of the frozen VAE's weights: ``float32`` (default), ``float16`` (the
+            reference's; needs ``trainer.precision: 16-mixed``) or ``bfloat16`` (convolution and linear
+            weights in bf16, norms fp32; needs ``bf16-mixed``, under which it gives the fp32 VAE's outputs
+            bit for bit at half its memory: the 24 GB mode's). The precision is checked at setup.
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
         head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
@@ -85,6 +90,12 @@ class MADMModule(LightningModule):
             while the UNet is pretrained.
         weight_decay: AdamW weight decay, 0 for norm layers and biases (0.05).
         seed: seed of the per-step random streams (ClassMix, augmentation, DPLG draws, dropout).
+        optimizer: where AdamW keeps its state (``madm_pl.optim``; docs/PAPER_RECIPES.md §6): ``adamw``
+            (on the device, the recipe's), ``adamw-offload`` (state and fp32 masters in host memory, same
+            numbers: the 24 GB mode), ``adamw-8bit`` (torchao's 8-bit moments: an approximate deviation,
+            docs/DEVIATIONS.md) or ``adamw-sharded`` (ZeRO under DDP: each GPU keeps half the state).
+        adamw_implementation: torch's AdamW kernels, ``foreach`` (the recipe's) or ``fused`` (one kernel;
+            differs from foreach in the last bits): a switch to measure speed with.
     """
 
     def __init__(
@@ -95,7 +106,7 @@ class MADMModule(LightningModule):
         noise_seed: int = 42,
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
-        vae_dtype: Literal["float32", "float16"] = "float32",
+        vae_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         head_embed_dim: int = 256,
         head_projection_channels: int = 512,
         head_decoded_channels: int = 128,
@@ -118,6 +129,8 @@ class MADMModule(LightningModule):
         head_lr_multiplier: float = 1.0,
         weight_decay: float = 0.05,
         seed: int = 42,
+        optimizer: OptimizerName = "adamw",
+        adamw_implementation: AdamWImplementation = "foreach",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,6 +146,12 @@ class MADMModule(LightningModule):
 
         if vae_dtype not in _VAE_DTYPES:
             raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer={optimizer!r}: expected one of {list(OPTIMIZERS)}")
+        if adamw_implementation not in ("foreach", "fused"):
+            raise ValueError(
+                f"model.adamw_implementation={adamw_implementation!r}: expected 'foreach' or 'fused'"
+            )
         try:
             self.backbone = DiffusionBackbone(
                 backbone,
@@ -182,12 +201,17 @@ class MADMModule(LightningModule):
     def setup(self, stage: str) -> None:
         # An fp16 VAE hands fp16 tensors to the fp32 head and losses: fp16 autocast reconciles them (bf16
         # autocast does not on the CPU, whose GroupNorm then meets bf16 inputs and fp16 weights).
+        # A bf16 VAE's convolutions meet fp32 inputs only under bf16 autocast.
         precision = str(self.trainer.precision)
-        if self.hparams.vae_dtype == "float16" and precision != "16-mixed":
+        vae_dtype = self.hparams.vae_dtype
+        needed = _VAE_PRECISION.get(vae_dtype)
+        if needed is not None and precision != needed:
+            pairing = " (the reference's pairing)" if vae_dtype == "float16" else ""
+            cpu = " (on a CPU Lightning runs 16-mixed as bf16-mixed)" if vae_dtype == "float16" else ""
             raise ValueError(
-                f"model.vae_dtype='float16' needs trainer.precision='16-mixed' (the reference's pairing), "
-                f"but trainer.precision={precision!r} (on a CPU Lightning runs 16-mixed as bf16-mixed); "
-                "set trainer.precision: 16-mixed on a GPU, or model.vae_dtype: float32"
+                f"model.vae_dtype={vae_dtype!r} needs trainer.precision={needed!r}{pairing}, "
+                f"but trainer.precision={precision!r}{cpu}; "
+                f"set trainer.precision: {needed}{' on a GPU' if cpu else ''}, or model.vae_dtype: float32"
             )
 
     def configure_model(self) -> None:
@@ -474,17 +498,16 @@ class MADMModule(LightningModule):
         return {"prediction": self(batch["image"]).argmax(1), "name": batch["name"], "size": batch["size"]}
 
     # ----------------------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with weight decay except for norm layers and biases; the LR factor per step (METHOD.md §5).
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trained parameters in AdamW's named groups (weight decay except for norm layers and biases).
 
-        Parameter groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``,
-        ``conditioning`` (prompt, gates, time embedding: all decayed), ``head``, ``head_no_decay``
-        (projections and DAFormer head). Every group's learning rate is ``lr``, the head's
-        ``lr * head_lr_multiplier``; the LR factor scales all of them alike.
+        Groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``, ``conditioning`` (prompt,
+        gates, time embedding: all decayed), ``head``, ``head_no_decay`` (projections and DAFormer head).
+        Every group's learning rate is ``lr``, the head's ``lr * head_lr_multiplier``.
+
+        Returns:
+            ``[{"name", "params", "weight_decay", "lr"}, ...]``, empty groups left out.
         """
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps <= 0:
-            raise ValueError("set trainer.max_steps (> 0): the MADM learning-rate schedule is per iteration")
         hp = self.hparams
         groups = []
         seen: set[int] = set()
@@ -508,12 +531,21 @@ class MADMModule(LightningModule):
             ):
                 if params:
                     groups.append({"name": name, "params": params, "weight_decay": weight_decay, "lr": lr})
-        optimizer = torch.optim.AdamW(
-            groups,
-            lr=hp.lr,
-            # One multi-tensor update instead of a Python loop over ~500 tensors: on CPU the loop
-            # was ~10% of a tiny-stack step (benchmarks/step_cost.py); the result is the same.
-            foreach=True,
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over :meth:`parameter_groups` in ``optimizer``'s mode; the LR factor per step (METHOD.md §5).
+
+        The LR factor scales every group's learning rate alike. Foreach AdamW by default: one multi-tensor
+        update instead of a Python loop over ~500 tensors (on CPU the loop was ~10% of a tiny-stack step,
+        benchmarks/step_cost.py); the result is the same.
+        """
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps <= 0:
+            raise ValueError("set trainer.max_steps (> 0): the MADM learning-rate schedule is per iteration")
+        hp = self.hparams
+        optimizer = build_adamw(
+            hp.optimizer, self.parameter_groups(), lr=hp.lr, implementation=hp.adamw_implementation
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, max_steps))
         return {

@@ -1,5 +1,6 @@
 """DiffusionBackbone, PromptConditioning and the stack presets (METHOD.md §3), on the tiny preset."""
 
+import copy
 import json
 import math
 import shutil
@@ -95,9 +96,44 @@ def test_fp16_vae_runs_on_cpu_and_keeps_its_dtype_when_moved(backbone):
     assert torch.allclose(latent.float(), full_latent, atol=2e-3)
     assert torch.allclose(decoded.float(), backbone.decode(full_latent), atol=0.05)
     with pytest.raises(
-        ValueError, match=r"vae_dtype=torch\.bfloat16: expected torch\.float32 or torch\.float16"
+        ValueError, match=r"vae_dtype=torch\.int8: expected torch\.float32, torch\.float16 or torch\.bfloat16"
     ):
-        DiffusionBackbone("tiny", vae_dtype=torch.bfloat16)
+        DiffusionBackbone("tiny", vae_dtype=torch.int8)
+
+
+@pytest.mark.parametrize("config", [None, SD14_VAE_CONFIG], ids=["tiny", "sd14-vae"])
+def test_bf16_vae_gives_the_fp32_vae_outputs_bit_for_bit_under_bf16_autocast(backbone, config):
+    """Under bf16 autocast the VAE's convolutions and linear layers read bf16 copies of their weights: storing
+    them in bf16 changes no output bit, while the GroupNorms keep fp32 weights (issue 24's 24 GB mode)."""
+    full = DiffusionBackbone("tiny")
+    if config is not None:  # SD v1-4's VAE architecture (84M parameters, random weights)
+        full.vae = AutoencoderKL(**config).eval().requires_grad_(False)
+    bf16 = DiffusionBackbone("tiny", vae_dtype=torch.bfloat16)
+    bf16.vae = copy.deepcopy(full.vae)
+    for layer in bf16.vae.modules():  # what the constructor does, on the swapped-in VAE
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            layer.to(torch.bfloat16)
+    dtypes = {type(m).__name__: p.dtype for m in bf16.vae.modules() for p in m.parameters(recurse=False)}
+    assert dtypes == {"Conv2d": torch.bfloat16, "Linear": torch.bfloat16, "GroupNorm": torch.float32}
+    image = random_image(2, 64, 64)
+    latent = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        encoded, expected_encoded = bf16.encode(image), full.encode(image)
+        decoded, expected_decoded = bf16.decode(latent), full.decode(latent)
+    assert torch.equal(encoded, expected_encoded)
+    assert torch.equal(decoded, expected_decoded)
+    # casting the latent to bf16 before dividing by the latent scale (as the VAE's dtype would) rounds twice
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        twice = bf16.vae.decode(latent.bfloat16() / bf16.vae.config.scaling_factor).sample
+    assert not torch.equal(twice, expected_decoded)
+
+
+def test_bf16_vae_constructor_casts_only_convolutions_and_linear_layers():
+    vae = DiffusionBackbone("tiny", vae_dtype=torch.bfloat16).to(torch.device("cpu")).vae
+    norms = [p for m in vae.modules() if isinstance(m, torch.nn.GroupNorm) for p in m.parameters()]
+    others = [p for m in vae.modules() if not isinstance(m, torch.nn.GroupNorm) for p in m.parameters(False)]
+    assert norms and {p.dtype for p in norms} == {torch.float32}
+    assert {p.dtype for p in others} == {torch.bfloat16}
 
 
 def test_image_size_not_a_multiple_of_64_is_an_error(backbone):

@@ -82,10 +82,15 @@ class DiffusionBackbone(nn.Module):
             :func:`~madm_pl.models.presets.save_stack`. See :mod:`madm_pl.models.presets`.
         noise_seed: seed of the fixed noise (42 in the reference).
         unet_gradient_checkpointing: recompute the UNet's blocks in the backward pass (less memory, slower).
-        vae_dtype: dtype of the frozen VAE's weights, ``torch.float32`` or ``torch.float16`` (the
-            reference loads the VAE in fp16, ``ldm_diffusers.py`` ``_init_vae``). ``encode``/``decode``
-            cast their inputs to it and return it; an fp16 VAE needs fp16 autocast for its outputs to
-            meet the fp32 UNet and head. ``.to(device)`` keeps it.
+        vae_dtype: dtype of the frozen VAE's weights, ``torch.float32``, ``torch.float16`` (the
+            reference loads the VAE in fp16, ``ldm_diffusers.py`` ``_init_vae``) or ``torch.bfloat16``.
+            ``encode``/``decode`` cast their inputs to fp32 or fp16 and return the VAE's output dtype; an
+            fp16 VAE needs fp16 autocast for its outputs to meet the fp32 UNet and head. ``bfloat16``
+            stores only the convolution and linear weights in bf16 (99.95 % of SD's VAE) and keeps the
+            GroupNorms in fp32: under bf16 autocast, which computes convolutions and linear layers in bf16
+            from bf16 copies of fp32 weights anyway, the outputs are bit-identical to the fp32 VAE's
+            (``tests/models/test_backbone.py``) at half the weights' memory and without the per-call
+            weight casts; without bf16 autocast it cannot run. ``.to(device)`` keeps the dtypes.
     """
 
     def __init__(
@@ -96,8 +101,10 @@ class DiffusionBackbone(nn.Module):
         vae_dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        if vae_dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"vae_dtype={vae_dtype}: expected torch.float32 or torch.float16")
+        if vae_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(
+                f"vae_dtype={vae_dtype}: expected torch.float32, torch.float16 or torch.bfloat16"
+            )
         self.noise_seed = noise_seed
         stack = build_stack(source)
         self.vae = stack.vae
@@ -107,6 +114,15 @@ class DiffusionBackbone(nn.Module):
         if vae_dtype == torch.float16:
             # .half(), not diffusers' .to(dtype), which warns about fp32 modules AutoencoderKL has not.
             self.vae.half()
+        elif vae_dtype == torch.bfloat16:
+            # The layers autocast runs in bf16 get the bf16 weights autocast would cast them to; the norms,
+            # which autocast runs from fp32 weights, keep them.
+            for layer in self.vae.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    layer.to(torch.bfloat16)
+        # What encode/decode cast their inputs to. Not bf16 for the bf16 VAE: decode divides by the latent
+        # scale before the first convolution, and casting first would round twice.
+        self.vae_input_dtype = torch.float32 if vae_dtype == torch.bfloat16 else vae_dtype
         self.unet.requires_grad_(True)
         self.unet.train()  # from_pretrained gives eval mode, and Lightning keeps every module's mode
         self.unet.conv_norm_out.requires_grad_(False)
@@ -167,9 +183,10 @@ class DiffusionBackbone(nn.Module):
             image: (B,3,H,W) float in [-1,1], H and W multiples of 8.
 
         Returns:
-            (B,4,H/8,W/8) float (the VAE's dtype), SD's latent scale (x0.18215).
+            (B,4,H/8,W/8) float (the VAE's output dtype: its weights' dtype, bf16 under bf16 autocast), SD's
+            latent scale (x0.18215).
         """
-        posterior = self.vae.encode(image.to(self.vae.dtype)).latent_dist
+        posterior = self.vae.encode(image.to(self.vae_input_dtype)).latent_dist
         return posterior.mean * self.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -183,9 +200,9 @@ class DiffusionBackbone(nn.Module):
             latent: (B,4,h,w) float, SD's latent scale.
 
         Returns:
-            (B,3,8h,8w) float (the VAE's dtype), mostly in [-1,1] but not clipped to it.
+            (B,3,8h,8w) float (the VAE's output dtype, as ``encode``), mostly in [-1,1] but not clipped to it.
         """
-        latent = latent.to(self.vae.dtype) / self.vae.config.scaling_factor
+        latent = latent.to(self.vae_input_dtype) / self.vae.config.scaling_factor
         return self.vae.decode(latent).sample
 
     def fixed_noise(self, height: int, width: int) -> Tensor:
