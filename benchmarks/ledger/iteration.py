@@ -324,12 +324,11 @@ def build_module(mode: Mode, problem: Problem, emulation: CudaEmulation) -> MADM
             backbone=problem.backbone,
             unet_gradient_checkpointing=mode.checkpointing,
             head_activation_checkpointing=mode.checkpointing,
+            # the module's own option: conv/linear weights in bf16, norms in fp32 (MODES.md)
+            vae_dtype="bfloat16" if mode.vae_bf16 else "float32",
             **dict(problem.head),
         )
     module.to("meta")  # the buffers made on the CPU (palette, uncond, fixed noise), the tiny stack
-    if mode.vae_bf16:
-        # nn.Module's own .to: diffusers' override warns about fp32-pinned modules (AutoencoderKL has none).
-        nn.Module.to(module.backbone.vae, torch.bfloat16)
     if mode.checkpointing:
         module.backbone.unet.enable_gradient_checkpointing(gradient_checkpointing_func=emulation.checkpoint)
         head = module.student.head
