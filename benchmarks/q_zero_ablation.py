@@ -89,8 +89,10 @@ def ablated_module_class() -> type:
                 cond, time_offset = net.conditioning(self.backbone.uncond)
                 with torch.no_grad():
                     out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
-                out = BackboneOutput([f.detach() for f in out.features], out.latent.detach(), out.decoded)
-                return net.head(out.features, out.decoded), out
+                out = BackboneOutput(
+                    [f.detach() for f in out.features], out.latent.detach(), out.decoded, out.encoder_feature
+                )
+                return net.head(out.features, out.finest, image.shape[-2:]), out
             return super().segment(net, image, timestep)
 
     return AblatedModule

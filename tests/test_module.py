@@ -139,17 +139,30 @@ def count_encoder_calls(module: MADMModule) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("lplr_source", "lplr_target", "expected"),
-    [(True, True, 5), (True, False, 4), (False, True, 4), (False, False, 3)],
+    ("lplr_source", "lplr_target", "expected", "decodes"),
+    [(True, True, 5, 3), (True, False, 4, 3), (False, True, 4, 3), (False, False, 3, 0)],
 )
-def test_lplr_switches_skip_palette_encodes(
-    synthetic_root: Path, tmp_path: Path, lplr_source: bool, lplr_target: bool, expected: int
+def test_lplr_switches_skip_palette_encodes_and_tie_the_decode(
+    synthetic_root: Path, tmp_path: Path, lplr_source: bool, lplr_target: bool, expected: int, decodes: int
 ) -> None:
-    """Encodes per step: source, target (teacher), mixed, plus one per LPLR palette."""
+    """Encodes per step: source, target (teacher), mixed, plus one per LPLR palette. Decodes: one per
+    pass (source, teacher, mixed) when either LPLR term is on, none when both are off (METHOD.md §3)."""
     module = make_module(lplr_source=lplr_source, lplr_target=lplr_target)
+    lplr = lplr_source or lplr_target
+    assert module.backbone.decode_output is lplr
+    for net in (module.student, module.teacher):
+        assert net.head.finest_level == ("decoded" if lplr else "vae_encoder")
+        assert (
+            hasattr(net.head, "decoded_projection") is lplr
+            and hasattr(net.head, "encoder_projection") is not lplr
+        )
     calls = count_encoder_calls(module)
+    decoder_calls: list[int] = []
+    module.backbone.vae.decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
     make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
-    assert len(calls) == expected
+    assert len(calls) == expected and len(decoder_calls) == decodes
+    logits = module(torch.rand(1, 3, SIZE, 2 * SIZE))
+    assert logits.shape == (1, module.task.num_classes, SIZE, 2 * SIZE)
 
 
 def test_source_only_skips_teacher_and_target(synthetic_root: Path, tmp_path: Path) -> None:
@@ -164,7 +177,7 @@ def test_non_finite_loss_skips_step(synthetic_root: Path, tmp_path: Path) -> Non
     module = make_module()
     head = module.student.head
     original = head.forward
-    head.forward = lambda features, decoded: original(features, decoded) * float("nan")
+    head.forward = lambda *args: original(*args) * float("nan")
     before = state(module.student)
     with pytest.warns(UserWarning, match="non-finite loss"):
         make_trainer(tmp_path, 2).fit(module, make_data(synthetic_root))

@@ -60,7 +60,8 @@ class MADMModule(LightningModule):
             reference's; needs ``trainer.precision: 16-mixed``, checked at setup).
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
-        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
+        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128; used
+            only with LPLR on).
         head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
         head_activation_checkpointing: recompute the full-resolution head in backward.
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
@@ -72,7 +73,11 @@ class MADMModule(LightningModule):
         ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
         dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
         lplr_source: LPLR latent regression on the source palette image.
-        lplr_target: LPLR latent regression on the mixed pseudo-label palette image.
+        lplr_target: LPLR latent regression on the mixed pseudo-label palette image. LPLR is on when
+            either term is (the event recipe: the source term only); then, as in the reference, the
+            backbone decodes the UNet output and the head reads the decode as its full-resolution finest
+            level. With both off, nothing is decoded and the head's finest level is the VAE encoder's
+            stride-4 feature, its logits upsampled to the image (METHOD.md §3, "Finest level").
         lplr_source_weight: weight of the source LPLR term (paper: 1, event task: 20).
         lplr_target_weight: weight of the target LPLR term (paper: 1).
         dplg_t0: base of the DPLG start timestep, drawn from {t0, t0 + 1} each iteration (paper 50, depth 60).
@@ -130,6 +135,9 @@ class MADMModule(LightningModule):
         if mode not in ("madm", "source_only", "oracle"):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
+        # The reference ties the decode to LPLR: any --vae_decoder_loss ('s', 't' or 'st') sets the
+        # backbone's decode flag and makes the decode the head's level 0 (main.py 617-630).
+        self.lplr = bool(lplr_source or lplr_target)
 
         if vae_dtype not in _VAE_DTYPES:
             raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
@@ -139,6 +147,7 @@ class MADMModule(LightningModule):
                 noise_seed=noise_seed,
                 unet_gradient_checkpointing=unet_gradient_checkpointing,
                 vae_dtype=_VAE_DTYPES[vae_dtype],
+                decode_output=self.lplr,
             )
         except FileNotFoundError as error:
             raise FileNotFoundError(
@@ -157,6 +166,8 @@ class MADMModule(LightningModule):
             decoded_projection_channels=head_decoded_channels,
             bottleneck_width=head_bottleneck_width,
             activation_checkpointing=head_activation_checkpointing,
+            finest_level="decoded" if self.lplr else "vae_encoder",
+            encoder_channels=self.backbone.encoder_feature_channels,
         )
         self.student = Student(conditioning, head)
         # The teacher is a separate copy only when it is an EMA; it never enters the optimiser.
@@ -206,11 +217,12 @@ class MADMModule(LightningModule):
             timestep: diffusion timestep of the latent noise and of the UNet (METHOD.md §3).
 
         Returns:
-            logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps).
+            logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps, the
+            head's finest level).
         """
         cond, time_offset = net.conditioning(self.backbone.uncond)
         out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
-        return net.head(out.features, out.decoded), out
+        return net.head(out.features, out.finest, image.shape[-2:]), out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Inference (METHOD.md §4.7): (B,3,H,W) in [0,1] -> (B,C,H,W) student logits at t = 0."""
@@ -319,7 +331,8 @@ class MADMModule(LightningModule):
             visuals.update(
                 source_image=source_image, source_label=source_label, source_prediction=source_logits
             )
-            visuals["lplr_label_image"] = source_out.decoded
+            if source_out.decoded is not None:  # decoded only with LPLR on
+                visuals["lplr_label_image"] = source_out.decoded
             if self.mode == "madm":
                 losses.update(self._target_losses(batch, generator, visuals))
 
