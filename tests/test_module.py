@@ -495,3 +495,27 @@ def test_16_mixed_with_fp16_vae_leaves_overflows_to_the_grad_scaler(
     assert any(not torch.equal(after_finite[k], before[k]) for k in learned)  # step 1 trained
     # Lightning moved the module (.to(device)) without touching dtypes: the VAE is still fp16
     assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
+
+
+@pytest.mark.parametrize("color_jitter", ["kornia-0.6", "kornia-0.9"])
+def test_color_jitter_option_reaches_the_strong_augmentation(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, color_jitter: str
+) -> None:
+    import madm_pl.module as module_file
+
+    seen: list[str] = []
+    original = module_file.strong_augment
+
+    def recording(image, generator, **kwargs):
+        seen.append(kwargs["color_jitter"])
+        return original(image, generator, **kwargs)
+
+    monkeypatch.setattr(module_file, "strong_augment", recording)
+    module = make_module(color_jitter=color_jitter, lplr_source=False, lplr_target=False)
+    make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+    assert seen == [color_jitter]
+
+
+def test_unknown_color_jitter_is_named() -> None:
+    with pytest.raises(ValueError, match=r"model.color_jitter='kornia-0.7': expected one of \['kornia-0.6'"):
+        make_module(color_jitter="kornia-0.7")

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from madm_pl.labels import IGNORE_INDEX, get_task
-from madm_pl.method.augment import strong_augment
+from madm_pl.method.augment import COLOR_JITTERS, strong_augment
 from madm_pl.method.classmix import classmix_masks, mix
 from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
 from madm_pl.method.ema import ema_alpha, ema_update
@@ -70,6 +70,9 @@ class MADMModule(LightningModule):
         classmix_include_ignore: ClassMix draws the ignore label 255 like a class, as the reference does
             (``torch.unique`` of the source label, 255 included), so ignored source regions are pasted about
             half the time and their pixels count in no loss; off: only train ids are drawn.
+        color_jitter: the strong augmentation's colour jitter: ``kornia-0.6`` (the reference's environment:
+            additive brightness, multiplicative contrast, saturation scaled in HSV) or ``kornia-0.9``
+            (current kornia's PIL-aligned blends); METHOD.md §4.3, REFERENCE_NOTES.md §3.
         ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
         dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
         lplr_source: LPLR latent regression on the source palette image.
@@ -109,6 +112,7 @@ class MADMModule(LightningModule):
         mode: Mode = "madm",
         classmix: bool = True,
         classmix_include_ignore: bool = True,
+        color_jitter: Literal["kornia-0.6", "kornia-0.9"] = "kornia-0.6",
         ema: bool = True,
         dplg: bool = True,
         lplr_source: bool = True,
@@ -135,6 +139,8 @@ class MADMModule(LightningModule):
         if mode not in ("madm", "source_only", "oracle"):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
+        if color_jitter not in COLOR_JITTERS:
+            raise ValueError(f"model.color_jitter={color_jitter!r}: expected one of {list(COLOR_JITTERS)}")
         # The reference ties the decode to LPLR: any --vae_decoder_loss ('s', 't' or 'st') sets the
         # backbone's decode flag and makes the decode the head's level 0 (main.py 617-630).
         self.lplr = bool(lplr_source or lplr_target)
@@ -381,7 +387,7 @@ class MADMModule(LightningModule):
         else:
             mixed_image, mixed_label = target_image, target_pseudo_label
             pixel_weight = confidence.view(-1, 1, 1).expand_as(target_pseudo_label)
-        mixed_image = strong_augment(mixed_image, generator)
+        mixed_image = strong_augment(mixed_image, generator, color_jitter=hp.color_jitter)
 
         # 5. Student on the mixed image: weighted CE (+ LPLR on the painted mixed label, weighted by q).
         mixed_logits, mixed_out = self.segment(self.student, mixed_image)
