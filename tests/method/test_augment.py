@@ -49,7 +49,7 @@ def test_kornia_09_color_jitter_factors_by_hand():
 
 
 def test_kornia_09_color_jitter_is_kornias_colorjitter_with_its_drawn_factors():
-    # The installed kornia's module: ColorJitter(s, s, s, s) with s = 0.2; replay its draws through color_jitter.
+    # The installed kornia's ColorJitter(s, s, s, s), s = 0.2: its draws replayed through color_jitter.
     images = torch.rand(3, 3, 8, 8, generator=generator(1))
     module = kornia.augmentation.ColorJitter(0.2, 0.2, 0.2, 0.2, p=1.0)
     with torch.random.fork_rng():  # kornia's module draws from the global generator
