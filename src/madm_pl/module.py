@@ -36,6 +36,19 @@ _VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 REFERENCE_PROTOCOL = "reference_protocol"
 
 
+def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded", "vae_encoder"]:
+    """The head's finest level for an LPLR setting (METHOD.md §3, "Finest level").
+
+    The reference ties the decode to LPLR: any ``--vae_decoder_loss`` (``s``, ``t`` or ``st``) sets its
+    backbone's decode flag and makes the decode level 0 of the head (``main.py`` 617-630); without it,
+    level 0 is the VAE encoder's stride-4 feature (``mtmadise_multi_lora.py``: ``encoder_block_indices=[5]``).
+
+    Returns:
+        ``"decoded"`` when either LPLR term is on, else ``"vae_encoder"``.
+    """
+    return "decoded" if (lplr_source or lplr_target) else "vae_encoder"
+
+
 class Student(nn.Module):
     """What the teacher averages: the prompt/time conditioning and the head (METHOD.md §4.1)."""
 
@@ -141,9 +154,8 @@ class MADMModule(LightningModule):
         self.mode = mode
         if color_jitter not in COLOR_JITTERS:
             raise ValueError(f"model.color_jitter={color_jitter!r}: expected one of {list(COLOR_JITTERS)}")
-        # The reference ties the decode to LPLR: any --vae_decoder_loss ('s', 't' or 'st') sets the
-        # backbone's decode flag and makes the decode the head's level 0 (main.py 617-630).
-        self.lplr = bool(lplr_source or lplr_target)
+        # The decode follows LPLR, as in the reference (head_finest_level).
+        self.lplr = head_finest_level(lplr_source, lplr_target) == "decoded"
 
         if vae_dtype not in _VAE_DTYPES:
             raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
@@ -172,7 +184,7 @@ class MADMModule(LightningModule):
             decoded_projection_channels=head_decoded_channels,
             bottleneck_width=head_bottleneck_width,
             activation_checkpointing=head_activation_checkpointing,
-            finest_level="decoded" if self.lplr else "vae_encoder",
+            finest_level=head_finest_level(lplr_source, lplr_target),
             encoder_channels=self.backbone.encoder_feature_channels,
         )
         self.student = Student(conditioning, head)
