@@ -13,6 +13,11 @@ state forked.
 
     python -m benchmarks.teacher_noise --seeds 0 1 2 --ages 100 200 300 --timesteps 0 25 50
 
+Without LPLR (source-only's switches) the head's finest level is the VAE encoder's feature of the clean
+image, which DPLG's noise does not reach (METHOD.md §3); ``--lplr`` trains the source-only run with the
+source LPLR term (``model.lplr_source: true``), so that the head reads the decoded UNet output, which the
+noise does reach, as in MADM (results to ``teacher_noise_lplr.json`` by default).
+
 Writes the rows to ``--out`` (JSON) and prints a table per age: mean ± std over the seeds and the paired
 change from t = 0.
 """
@@ -109,16 +114,24 @@ def label_at(module: Any, images: torch.Tensor, labels: torch.Tensor, timestep: 
 
 
 def run_seed(
-    task: str, seed: int, ages: Sequence[int], timesteps: Sequence[int], batch: int, data_root: str
+    task: str,
+    seed: int,
+    ages: Sequence[int],
+    timesteps: Sequence[int],
+    batch: int,
+    data_root: str,
+    lplr: bool = False,
 ) -> list:
-    """Train the source-only run of ``seed`` to ``max(ages)`` and label the test views at every age and t."""
+    """Train the source-only run of ``seed`` (with the source LPLR term if ``lplr``) to ``max(ages)`` and
+    label the test views at every age and t."""
     from lightning.pytorch import Callback, Trainer
 
     from madm_pl.cli import instantiate
 
     torch.set_num_threads(1)
+    overrides = {"model.lplr_source": True} if lplr else {}
     setup = {"iterations": max(ages), "every": max(ages), "backbone": "priors/tiny", "data": data_root,
-             "overrides": {}}  # fmt: skip
+             "overrides": overrides}  # fmt: skip
     job = {"task": task, "method": "source-only", "seed": seed, "setup": setup, "key": ""}
     module, data, trainer_args = build_run(job)
     config = demo_config(task, run_options(task, "source-only", seed, setup))
@@ -186,13 +199,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--timesteps", nargs="+", type=int, default=[0, 25, 50])
     parser.add_argument("--batch", type=int, default=2, help="images per teacher forward (the recipe's 2)")
     parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/teacher_noise.json"))
+    parser.add_argument(
+        "--lplr", action="store_true", help="the source LPLR term on: the head reads the decode"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: benchmarks/results/teacher_noise[_lplr].json"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(f"benchmarks/results/teacher_noise{'_lplr' if args.lplr else ''}.json")
     if 0 not in args.timesteps:
         parser.error("--timesteps must include 0 (the changes are from t = 0)")
     rows = []
     for seed in args.seeds:
-        rows += run_seed(args.task, seed, sorted(args.ages), sorted(args.timesteps), args.batch, args.data)
+        rows += run_seed(
+            args.task, seed, sorted(args.ages), sorted(args.timesteps), args.batch, args.data, args.lplr
+        )
         write_atomic(
             args.out, json.dumps({"options": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
         )
