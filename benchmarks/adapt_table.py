@@ -607,6 +607,51 @@ def differences_table(differences: dict[str, dict[str, Any]], tasks: Sequence[st
     return "\n".join(lines)
 
 
+def curves_table(runs: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> str:
+    """Learning curves as markdown: per task and method, the test mIoU every interval (mean ± std over the
+    seeds), then q and the pseudo-label accuracy in the last interval (adapting methods only)."""
+    points = sorted({p["iteration"] for r in runs for p in r.get("curve", [])})
+    lines = [
+        "| task, method (seeds) | "
+        + " | ".join(str(i) for i in points)
+        + " | q, last interval | pseudo-label "
+        "accuracy, first / last interval |",
+        "| --- |" + " --- |" * (len(points) + 2),
+    ]
+    for task in tasks:
+        for method in methods:
+            chosen = [r for r in runs if r["task"] == task and r["method"] == method and r.get("curve")]
+            if not chosen:
+                continue
+            cells = []
+            for iteration in points:
+                values = [p["miou"] for r in chosen for p in r["curve"] if p["iteration"] == iteration]
+                cells.append(
+                    _mean_and_spread(statistics.fmean(values), _std(values), values, "{:.1f}")
+                    if values
+                    else "-"
+                )
+            for name, form in (("pseudo_label_weight", "{:.2f}"), ("pseudo_label_accuracy", "{:.2f}")):
+                first = [r["curve"][0].get(name) for r in chosen]
+                last = [r["curve"][-1].get(name) for r in chosen]
+                if None in first + last:
+                    cells.append("")
+                    continue
+                if name == "pseudo_label_weight":
+                    cells.append(form.format(statistics.fmean(last)))
+                else:
+                    cells.append(
+                        f"{form.format(statistics.fmean(first))} / {form.format(statistics.fmean(last))}"
+                    )
+            seeds = ", ".join(str(r["seed"]) for r in sorted(chosen, key=lambda r: r["seed"]))
+            lines.append(f"| {task}, {method} ({seeds}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def write_curves_chart(runs: list[dict[str, Any]], task: str, methods: Sequence[str], path: Path) -> None:
     """Test mIoU against iteration for every method on one task: mean over seeds, band = min..max."""
     import matplotlib
@@ -663,7 +708,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"The demo configs' small recipe ({recipe}{overrides}), {seeds_note(setup_runs, tasks)}; "
         f"{len(setup_runs)} runs, {minutes:.0f} CPU-minutes of training.\n\n"
         f"{markdown_table(summary, tasks, methods)}\n\n"
-        f"{differences_table(summary['paired_differences'], tasks)}"
+        f"{differences_table(summary['paired_differences'], tasks)}\n\n"
+        "Learning curves: target test mIoU every interval (mean ± std over the seeds); q (the pseudo-label "
+        "weight) and the teacher's pixel accuracy on the target crops, averaged over an interval.\n\n"
+        f"{curves_table(setup_runs, tasks, methods)}"
     )
     print("\n" + content)
     record = {"setup": vars(args) | {"tasks": tasks}, "runs": setup_runs, **summary}

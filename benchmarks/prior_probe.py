@@ -166,6 +166,7 @@ def noise_table(
     timesteps: Sequence[int],
     control: float | None,
     control_kind: str = "latent",
+    views_shown: Sequence[str] | None = None,
 ) -> dict[str, dict[int, list[float]]]:
     """Probe (b): per view (the modalities, and ``rgb+pattern`` with a control amplitude) and timestep, the
     RGB-trained probe's mIoU on each seed's test scenes. Returns ``{view: {t: [mIoU per seed]}}``."""
@@ -187,6 +188,8 @@ def noise_table(
             stride = HEIGHT // backbone.encode(test_images[:1, 0].float() / 127.5 - 1).shape[-2]
             shape = (backbone.vae.config.latent_channels, HEIGHT // stride, WIDTH // stride)
             views["rgb+pattern"] = (views["rgb"][0], latent_pattern(*shape, control))
+        if views_shown is not None:
+            views = {name: view for name, view in views.items() if name in views_shown}
         probe = fit_probe(*positions(noised_features(backbone, train_images[:, 0], 0), train_labels))
         for view, (images, offset) in views.items():
             for t in timesteps:
@@ -229,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--control-amplitude", type=float, default=None, help="with --timesteps: add the rgb+pattern control"
     )
     parser.add_argument("--control-kind", choices=("latent", "pixel"), default="latent")
+    parser.add_argument(
+        "--views", nargs="+", default=None, help="with --timesteps: only these views (e.g. rgb rgb+pattern)"
+    )
     args = parser.parse_args(argv)
     if args.timesteps is not None:
         if any(t < 0 or t >= 1000 for t in args.timesteps):
@@ -241,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sorted(args.timesteps),
                 args.control_amplitude,
                 args.control_kind,
+                args.views,
             )
             control = ""
             if args.control_amplitude is not None:

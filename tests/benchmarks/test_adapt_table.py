@@ -267,3 +267,20 @@ def test_a_resumed_table_finds_the_finished_runs(table: ModuleType, monkeypatch:
         if (task, method) not in recipes:
             recipes[(task, method)] = table.resolved_recipe(task, method, setups[task])
         assert table.run_key(task, method, row["seed"], setups[task], recipes[(task, method)]) == row["key"]
+
+
+def test_curves_table_means_per_interval_and_q_at_the_end(table: ModuleType) -> None:
+    def run(seed: int, curve: list[tuple[float, float, float]]) -> dict:
+        points = [
+            {"iteration": 100 * (i + 1), "miou": m, "pseudo_label_weight": q, "pseudo_label_accuracy": a}
+            for i, (m, q, a) in enumerate(curve)
+        ]
+        return {"task": "rgb2infrared", "method": "self-training", "seed": seed, "curve": points}
+
+    runs = [run(0, [(10.0, 0.0, 0.4), (20.0, 0.2, 0.6)]), run(1, [(12.0, 0.0, 0.5), (22.0, 0.1, 0.7)])]
+    runs.append({"task": "rgb2infrared", "method": "source-only", "seed": 0, "curve": [
+        {"iteration": 100, "miou": 9.0}, {"iteration": 200, "miou": 11.0}]})  # fmt: skip
+    text = table.curves_table(runs, ["rgb2infrared"], ["source-only", "self-training"])
+    assert "| task, method (seeds) | 100 | 200 |" in text
+    assert "| rgb2infrared, self-training (0, 1) | 11.0 ± 1.4 | 21.0 ± 1.4 | 0.15 | 0.45 / 0.65 |" in text
+    assert "| rgb2infrared, source-only (0) | 9.0 | 11.0 |  |  |" in text
