@@ -18,6 +18,11 @@ image, which DPLG's noise does not reach (METHOD.md §3); ``--lplr`` trains the 
 source LPLR term (``model.lplr_source: true``), so that the head reads the decoded UNet output, which the
 noise does reach, as in MADM (results to ``teacher_noise_lplr.json`` by default).
 
+``--control-amplitude`` adds the positive control ``rgb+pattern``: the RGB view with ``prior_probe``'s
+fixed latent pattern added to every image's latent (a gap of the kind the diffusion forward process
+models), to see whether this probe can show noise helping at all; it is not evidence about the real
+modalities.
+
 Writes the rows to ``--out`` (JSON) and prints a table per age: mean ± std over the seeds and the paired
 change from t = 0.
 """
@@ -78,11 +83,20 @@ def rgb_views(data: Any, task: str, size: tuple[int, int], data_root: str) -> to
 
 
 @torch.no_grad()
-def label_at(module: Any, images: torch.Tensor, labels: torch.Tensor, timestep: int, batch: int) -> dict:
+def label_at(
+    module: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    timestep: int,
+    batch: int,
+    latent_offset: torch.Tensor | None = None,
+) -> dict:
     """The student's (copied) pseudo-labels of ``images`` at ``timestep``, scored.
 
     Args:
         images: (N,3,H,W) float in [0,1]; labels: (N,H,W) int64 with 255 ignored.
+        latent_offset: (1,4,h,w) float added to every image's latent before the noise (the latent
+            control, ``prior_probe.latent_pattern``); the VAE encoder level (LPLR off) is left clean.
 
     Returns:
         ``{"accuracy", "miou", "q"}``: pixel accuracy and mIoU (%) of the argmax, and the mean per-image
@@ -96,15 +110,21 @@ def label_at(module: Any, images: torch.Tensor, labels: torch.Tensor, timestep: 
     classes = module.task.num_classes
     confusion = torch.zeros(classes * classes, dtype=torch.long)
     weights = []
-    with torch.random.fork_rng():
-        torch.manual_seed(1234)  # the same dropout draws at every t
-        for start in range(0, len(images), batch):
-            logits, _ = module.segment(net, images[start : start + batch], timestep)
-            prediction, q = pseudo_label(logits, module.hparams.pseudo_label_threshold)
-            target = labels[start : start + batch]
-            valid = target != IGNORE_INDEX
-            confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes**2)
-            weights += q.tolist()
+    encode = module.backbone.encode
+    if latent_offset is not None:
+        module.backbone.encode = lambda image: encode(image) + latent_offset.to(image.device)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(1234)  # the same dropout draws at every t
+            for start in range(0, len(images), batch):
+                logits, _ = module.segment(net, images[start : start + batch], timestep)
+                prediction, q = pseudo_label(logits, module.hparams.pseudo_label_threshold)
+                target = labels[start : start + batch]
+                valid = target != IGNORE_INDEX
+                confusion += torch.bincount(target[valid] * classes + prediction[valid], minlength=classes**2)
+                weights += q.tolist()
+    finally:
+        module.backbone.encode = encode
     matrix = confusion.reshape(classes, classes)
     return {
         "accuracy": 100 * matrix.diagonal().sum().item() / max(matrix.sum().item(), 1),
@@ -121,6 +141,7 @@ def run_seed(
     batch: int,
     data_root: str,
     lplr: bool = False,
+    control: float | None = None,
 ) -> list:
     """Train the source-only run of ``seed`` (with the source LPLR term if ``lplr``) to ``max(ages)`` and
     label the test views at every age and t."""
@@ -144,6 +165,13 @@ def run_seed(
         "target": torch.stack([item["image"] for item in items]),
         "rgb (same scenes)": rgb_views(probe_data, task, size, data_root),
     }
+    offsets: dict[str, torch.Tensor | None] = dict.fromkeys(views)
+    if control is not None:
+        from benchmarks.prior_probe import latent_pattern
+
+        views["rgb+pattern"] = views["rgb (same scenes)"]
+        latent_size = module.backbone.encode(views["target"][:1] * 2 - 1).shape
+        offsets["rgb+pattern"] = latent_pattern(latent_size[1], latent_size[2], latent_size[3], control)
     rows: list[dict] = []
 
     class Label(Callback):
@@ -151,7 +179,7 @@ def run_seed(
             if trainer.global_step in ages and not any(r["age"] == trainer.global_step for r in rows):
                 for view, images in views.items():
                     for t in timesteps:
-                        scores = label_at(pl_module, images, labels, t, batch)
+                        scores = label_at(pl_module, images, labels, t, batch, offsets[view])
                         rows.append(
                             {"seed": seed, "age": trainer.global_step, "view": view, "t": t, **scores}
                         )
@@ -203,17 +231,31 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         "--lplr", action="store_true", help="the source LPLR term on: the head reads the decode"
     )
     parser.add_argument(
+        "--control-amplitude",
+        type=float,
+        default=None,
+        help="add the positive control: the RGB view with prior_probe's latent pattern of this amplitude",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="default: benchmarks/results/teacher_noise[_lplr].json"
     )
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = Path(f"benchmarks/results/teacher_noise{'_lplr' if args.lplr else ''}.json")
+        control = "" if args.control_amplitude is None else "_control"
+        args.out = Path(f"benchmarks/results/teacher_noise{'_lplr' if args.lplr else ''}{control}.json")
     if 0 not in args.timesteps:
         parser.error("--timesteps must include 0 (the changes are from t = 0)")
     rows = []
     for seed in args.seeds:
         rows += run_seed(
-            args.task, seed, sorted(args.ages), sorted(args.timesteps), args.batch, args.data, args.lplr
+            args.task,
+            seed,
+            sorted(args.ages),
+            sorted(args.timesteps),
+            args.batch,
+            args.data,
+            args.lplr,
+            args.control_amplitude,
         )
         write_atomic(
             args.out, json.dumps({"options": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
