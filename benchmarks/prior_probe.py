@@ -18,10 +18,12 @@ scenes from ``HELDOUT_START + 2000 s``) and another probe initialisation, for th
 ``--control-amplitude`` adds a positive control, ``rgb+pattern``: the RGB scenes with a fixed sensor
 pattern, a gap a denoiser can wash out. ``--control-kind latent`` (default) adds a fixed standard-normal
 pattern times the amplitude to every image's latent (one value per latent pixel and channel, the same for
-every image: the kind of perturbation the diffusion forward process models); ``pixel`` adds a fixed
-+-amplitude pattern per pixel to the image (``sensor_pattern``), most of which the VAE encoder filters
-out. The control shows that the probe can see noise help where the gap is of that kind; it is not
-evidence about the real modalities:
+every image); ``latent-noise`` (view ``rgb+noise``) a different standard-normal draw for every image
+times the amplitude, i.e. Gaussian sensor noise in the latent, the kind of perturbation the diffusion
+forward process models and a denoiser is trained to remove; ``pixel`` adds a fixed +-amplitude pattern
+per pixel to the image (``sensor_pattern``), most of which the VAE encoder filters out. The control
+shows whether the probe can see noise help where the gap is of that kind; it is not evidence about the
+real modalities:
 
     python -m benchmarks.prior_probe --timesteps 0 25 50 100 --seeds 0 1 2 --control-amplitude 0.6
 """
@@ -116,10 +118,12 @@ def noised_features(
     empty prompt (``DiffusionBackbone.forward_latent``); (N, C, h, w) at the finest tap's size."""
     time_offset = torch.zeros(1, backbone.time_embed_dim)
     out = []
-    for batch in images.split(batch_size):
-        latent = backbone.encode(batch.float() / 127.5 - 1)
+    for start in range(0, len(images), batch_size):
+        latent = backbone.encode(images[start : start + batch_size].float() / 127.5 - 1)
         if latent_offset is not None:
-            latent = latent + latent_offset
+            # one offset for every image (a fixed pattern), or one per image (per-image sensor noise)
+            offset = latent_offset if len(latent_offset) == 1 else latent_offset[start : start + batch_size]
+            latent = latent + offset
         latent = backbone.add_noise(latent, timestep)
         taps, _ = backbone.forward_latent(latent, timestep, backbone.uncond, time_offset)
         size = taps[-1].shape[-2:]  # s8, the finest
@@ -187,7 +191,12 @@ def noise_table(
         elif control is not None:
             stride = HEIGHT // backbone.encode(test_images[:1, 0].float() / 127.5 - 1).shape[-2]
             shape = (backbone.vae.config.latent_channels, HEIGHT // stride, WIDTH // stride)
-            views["rgb+pattern"] = (views["rgb"][0], latent_pattern(*shape, control))
+            if control_kind == "latent":
+                views["rgb+pattern"] = (views["rgb"][0], latent_pattern(*shape, control))
+            else:  # latent-noise: a different standard-normal draw for every image, times the amplitude
+                generator = torch.Generator().manual_seed(11)
+                noise = control * torch.randn(count, *shape, generator=generator)
+                views["rgb+noise"] = (views["rgb"][0], noise)
         if views_shown is not None:
             views = {name: view for name, view in views.items() if name in views_shown}
         probe = fit_probe(*positions(noised_features(backbone, train_images[:, 0], 0), train_labels))
@@ -231,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--control-amplitude", type=float, default=None, help="with --timesteps: add the rgb+pattern control"
     )
-    parser.add_argument("--control-kind", choices=("latent", "pixel"), default="latent")
+    parser.add_argument("--control-kind", choices=("latent", "latent-noise", "pixel"), default="latent")
     parser.add_argument(
         "--views", nargs="+", default=None, help="with --timesteps: only these views (e.g. rgb rgb+pattern)"
     )

@@ -62,3 +62,23 @@ def test_teacher_table_reports_accuracy_q_and_the_change() -> None:
     ]
     text = teacher_noise.table(rows, [100], [0, 50])
     assert "| 100 | target | 61.0 ± 1.4 / 0.150 ± 0.071 | 59.5 ± 2.1 / 0.075 ± 0.035 | -1.5 ± 0.7 |" in text
+
+
+def test_noised_features_add_a_per_image_offset_to_the_right_image() -> None:
+    from madm_pl.models import DiffusionBackbone
+
+    backbone = DiffusionBackbone("tiny").eval()
+    images = torch.randint(
+        0, 256, (3, 3, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    offsets = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    batched = prior_probe.noised_features(backbone, images, 25, offsets, batch_size=2)
+    for i in range(3):
+        alone = prior_probe.noised_features(backbone, images[i : i + 1], 25, offsets[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone, rtol=1e-4, atol=1e-5)
+    # a single offset is added to every image
+    shared = prior_probe.noised_features(backbone, images, 25, offsets[:1], batch_size=2)
+    torch.testing.assert_close(
+        shared[2:], prior_probe.noised_features(backbone, images[2:], 25, offsets[:1]), rtol=1e-4, atol=1e-5
+    )
+    assert not torch.allclose(shared[2:], batched[2:])
