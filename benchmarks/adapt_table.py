@@ -167,9 +167,58 @@ def run_setup(args: argparse.Namespace, task: str) -> dict[str, Any]:
     }
 
 
-def run_key(task: str, method: str, seed: int, setup: dict[str, Any]) -> str:
-    """Identifies a run: a changed setup (iterations, backbone, overrides) never reuses an old result."""
-    return json.dumps({"task": task, "method": method, "seed": seed, **setup}, sort_keys=True)
+def run_key(task: str, method: str, seed: int, setup: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """Identifies a run: a changed setup (iterations, backbone, overrides) or a changed resolved recipe
+    (``resolved_recipe``: every model and data option, the colour jitter, the head's finest level) never
+    reuses an old result."""
+    return json.dumps(
+        {"task": task, "method": method, "seed": seed, **setup, "recipe": recipe}, sort_keys=True
+    )
+
+
+def resolved_recipe(task: str, method: str, setup: dict[str, Any]) -> dict[str, Any]:
+    """What a run of ``method`` on ``task`` trains, as ``madm-pl fit`` resolves it: the demo config with the
+    run's options (``run_options``), every ``model.init_args`` and ``data.init_args`` value but the seed
+    (the key has it), plus the head's finest level (``"decoded"`` / ``"vae_encoder"``), which the code
+    derives from the LPLR switches (``madm_pl.module.head_finest_level``). Part of every run's key, so
+    that a recipe whose meaning changed (a method's switches, ``color_jitter``, the decode rule) is
+    trained again instead of reused."""
+    from madm_pl.module import head_finest_level
+
+    config = demo_config(task, run_options(task, method, 0, setup))
+    model = active_model_options(config.model.init_args.as_dict())
+    data = {k: v for k, v in config.data.init_args.as_dict().items() if k != "seed"}
+    finest = head_finest_level(model["lplr_source"], model["lplr_target"])
+    return json.loads(json.dumps({"model": model, "data": data, "head_finest_level": finest}, default=str))
+
+
+def active_model_options(model: dict[str, Any]) -> dict[str, Any]:
+    """``model.init_args`` without the seed and without the options ``MADMModule`` never reads under the
+    given switches, so that editing one (say the demo's DPLG window) re-trains only the runs it changes:
+
+    - ``dplg_t0``, ``dplg_t_end``: read only with ``dplg`` in mode ``madm`` (``pseudo_label_timestep``);
+    - ``lplr_source_weight``: only with ``lplr_source`` outside mode ``oracle``; ``lplr_target_weight``
+      only with ``lplr_target`` in mode ``madm`` (the switches themselves stay: they set the head);
+    - ``ema_max_alpha``: only with a teacher (``ema`` in mode ``madm``);
+    - ``pseudo_label_threshold``, ``color_jitter``, ``classmix``, ``ema``, ``dplg``: only in mode ``madm``
+      (``_target_losses``); ``classmix_include_ignore`` only with ``classmix`` there.
+    """
+    model = {k: v for k, v in model.items() if k != "seed"}
+    madm = model["mode"] == "madm"
+    inert = set()
+    if not (madm and model["dplg"]):
+        inert |= {"dplg_t0", "dplg_t_end"}
+    if not (model["lplr_source"] and model["mode"] != "oracle"):
+        inert.add("lplr_source_weight")
+    if not (madm and model["lplr_target"]):
+        inert.add("lplr_target_weight")
+    if not (madm and model["ema"]):
+        inert.add("ema_max_alpha")
+    if not madm:
+        inert |= {"pseudo_label_threshold", "color_jitter", "classmix", "ema", "dplg"}
+    if not (madm and model["classmix"]):
+        inert.add("classmix_include_ignore")
+    return {k: v for k, v in model.items() if k not in inert}
 
 
 def method_switches(method: str, config: Namespace) -> dict[str, Any]:
@@ -313,11 +362,11 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[s
     jobs = []
     for task in args.tasks:
         setup = run_setup(args, task)
-        # A bad --set fails here, with the parser's message, not in a worker an hour later.
-        demo_config(task, run_options(task, args.methods[0], args.seeds[0], setup))
         for method in args.methods:
+            # A bad --set fails here, with the parser's message, not in a worker an hour later.
+            recipe = resolved_recipe(task, method, setup)
             for seed in args.seeds:
-                key = run_key(task, method, seed, setup)
+                key = run_key(task, method, seed, setup, recipe)
                 jobs.append({"task": task, "method": method, "seed": seed, "setup": setup, "key": key})
     missing = sorted((j for j in jobs if j["key"] not in done), key=lambda j: -_COST[j["method"]])
     print(f"{len(jobs)} runs, {len(jobs) - len(missing)} already done, {len(missing)} to train", flush=True)
@@ -477,11 +526,38 @@ def replace_between_markers(document: str, content: str) -> str:
     return common_replace(document, content, SECTION)
 
 
+#: Student's t, 97.5 % quantile, by degrees of freedom (1..30): the half-width of a two-sided 95 % interval
+#: of a mean is ``T_975[n - 1] * std / sqrt(n)`` (standard tables; checked against scipy in the tests).
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+    20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+    29: 2.045, 30: 2.042,
+}  # fmt: skip
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The two-sided 95 % t-interval of the mean of ``values`` (None for fewer than 2 values).
+
+    Raises:
+        ValueError: more than 31 values (beyond the table).
+    """
+    if len(values) < 2:
+        return None
+    if len(values) - 1 not in T_975:
+        raise ValueError(f"t_interval: {len(values)} values; the t table covers 2 to 31")
+    mean = statistics.fmean(values)
+    half = T_975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
+    return mean - half, mean + half
+
+
 def paired_differences(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per task, each ingredient against its baseline, seed by seed (the same seed = the same data order,
     crops and initialisation): self-training - source-only, and +DPLG / +LPLR / MADM - self-training.
 
-    Returns ``{task: {"+DPLG vs self-training": {"seeds", "differences", "mean", "std"}, ...}}``.
+    Returns ``{task: {"+DPLG vs self-training": {"seeds", "differences", "mean", "std", "ci95",
+    "excludes_zero"}, ...}}``; ``ci95`` is the 95 % t-interval of the mean difference over the seeds
+    (None with one seed), ``excludes_zero`` whether it lies entirely above or below 0.
     """
     pairs = [("self-training", "source-only"), ("+DPLG", "self-training"), ("+LPLR", "self-training")]
     pairs.append(("MADM", "self-training"))
@@ -494,20 +570,24 @@ def paired_differences(runs: list[dict[str, Any]], tasks: Sequence[str]) -> dict
             if not seeds:
                 continue
             differences = [scores[(method, s)] - scores[(baseline, s)] for s in seeds]
+            interval = t_interval(differences)
             result[task][f"{method} vs {baseline}"] = {
                 "seeds": seeds,
                 "differences": differences,
                 "mean": statistics.fmean(differences),
                 "std": statistics.stdev(differences) if len(differences) > 1 else 0.0,
+                "ci95": interval,
+                "excludes_zero": interval is not None and (interval[0] > 0 or interval[1] < 0),
             }
     return result
 
 
 def differences_table(differences: dict[str, dict[str, Any]], tasks: Sequence[str]) -> str:
-    """Rows: each comparison; columns: tasks; cells: ``mean ± std`` of the paired per-seed differences."""
+    """Rows: each comparison; columns: tasks; cells: ``mean ± std [95 % t-interval]`` of the paired
+    per-seed differences, in bold where the interval excludes 0."""
     names = list(dict.fromkeys(name for task in tasks for name in differences.get(task, {})))
     full = max((len(c["seeds"]) for cells in differences.values() for c in cells.values()), default=0)
-    lines = ["| paired difference (per seed) | " + " | ".join(tasks) + " |"]
+    lines = ["| paired difference (per seed), mean ± std [95 % t-interval] | " + " | ".join(tasks) + " |"]
     lines.append("| --- | " + " | ".join("---" for _ in tasks) + " |")
     for name in names:
         cells = []
@@ -517,9 +597,59 @@ def differences_table(differences: dict[str, dict[str, Any]], tasks: Sequence[st
                 cells.append("-")
                 continue
             text = _mean_and_spread(cell["mean"], cell["std"], cell["seeds"], "{:+.1f}")
+            if cell.get("ci95") is not None:
+                low, high = cell["ci95"]
+                text += f" [{low:+.1f}, {high:+.1f}]"
+                if cell["excludes_zero"]:
+                    text = f"**{text}**"
             cells.append(text + _fewer_seeds(cell["seeds"], full))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def curves_table(runs: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> str:
+    """Learning curves as markdown: per task and method, the test mIoU every interval (mean ± std over the
+    seeds), then q and the pseudo-label accuracy in the last interval (adapting methods only)."""
+    points = sorted({p["iteration"] for r in runs for p in r.get("curve", [])})
+    lines = [
+        "| task, method (seeds) | "
+        + " | ".join(str(i) for i in points)
+        + " | q, last interval | pseudo-label "
+        "accuracy, first / last interval |",
+        "| --- |" + " --- |" * (len(points) + 2),
+    ]
+    for task in tasks:
+        for method in methods:
+            chosen = [r for r in runs if r["task"] == task and r["method"] == method and r.get("curve")]
+            if not chosen:
+                continue
+            cells = []
+            for iteration in points:
+                values = [p["miou"] for r in chosen for p in r["curve"] if p["iteration"] == iteration]
+                cells.append(
+                    _mean_and_spread(statistics.fmean(values), _std(values), values, "{:.1f}")
+                    if values
+                    else "-"
+                )
+            for name, form in (("pseudo_label_weight", "{:.2f}"), ("pseudo_label_accuracy", "{:.2f}")):
+                first = [r["curve"][0].get(name) for r in chosen]
+                last = [r["curve"][-1].get(name) for r in chosen]
+                if None in first + last:
+                    cells.append("")
+                    continue
+                if name == "pseudo_label_weight":
+                    cells.append(form.format(statistics.fmean(last)))
+                else:
+                    cells.append(
+                        f"{form.format(statistics.fmean(first))} / {form.format(statistics.fmean(last))}"
+                    )
+            seeds = ", ".join(str(r["seed"]) for r in sorted(chosen, key=lambda r: r["seed"]))
+            lines.append(f"| {task}, {method} ({seeds}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def write_curves_chart(runs: list[dict[str, Any]], task: str, methods: Sequence[str], path: Path) -> None:
@@ -555,12 +685,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # The table covers every task with runs of its setup (this call's options), not only this call's tasks.
     # One setup per task: each is a parse of the task's config by the CLI's parser.
     all_setups = {task: run_setup(args, task) for task in TASKS}
-    wanted = {
-        run_key(task, method, seed, all_setups[task])
-        for task in TASKS
-        for method in METHODS
-        for seed in args.seeds
-    }
+    wanted = set()
+    for task in TASKS:
+        for method in METHODS:
+            recipe = resolved_recipe(task, method, all_setups[task])
+            wanted |= {run_key(task, method, seed, all_setups[task], recipe) for seed in args.seeds}
     setup_runs = sorted(
         (r for r in done.values() if r["key"] in wanted),
         key=lambda r: (TASKS.index(r["task"]), list(METHODS).index(r["method"]), r["seed"]),
@@ -579,7 +708,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"The demo configs' small recipe ({recipe}{overrides}), {seeds_note(setup_runs, tasks)}; "
         f"{len(setup_runs)} runs, {minutes:.0f} CPU-minutes of training.\n\n"
         f"{markdown_table(summary, tasks, methods)}\n\n"
-        f"{differences_table(summary['paired_differences'], tasks)}"
+        f"{differences_table(summary['paired_differences'], tasks)}\n\n"
+        "Learning curves: target test mIoU every interval (mean ± std over the seeds); q (the pseudo-label "
+        "weight) and the teacher's pixel accuracy on the target crops, averaged over an interval.\n\n"
+        f"{curves_table(setup_runs, tasks, methods)}"
     )
     print("\n" + content)
     record = {"setup": vars(args) | {"tasks": tasks}, "runs": setup_runs, **summary}

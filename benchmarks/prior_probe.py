@@ -9,6 +9,23 @@ modality itself ("same-modality"). Issue 12 compared the committed prior with cr
 (BENCHMARKS.md, "The small recipe"):
 
     python -m benchmarks.prior_probe --backbones priors/tiny /path/to/aligned_prior --scenes 48
+
+DPLG's premise (issue 25, probe b): does noising the target latent shrink the modality gap? With
+``--timesteps`` the taps are those of the recipe's backbone (``DiffusionBackbone``: the latent noised at
+t with the fixed noise, the UNet at t); the probe is trained on RGB at t = 0 (what a segmenter trained on
+the source sees) and read on every modality at every t. ``--seeds`` draws other scene sets (seed s: the
+scenes from ``HELDOUT_START + 2000 s``) and another probe initialisation, for the spread.
+``--control-amplitude`` adds a positive control, ``rgb+pattern``: the RGB scenes with a fixed sensor
+pattern, a gap a denoiser can wash out. ``--control-kind latent`` (default) adds a fixed standard-normal
+pattern times the amplitude to every image's latent (one value per latent pixel and channel, the same for
+every image); ``latent-noise`` (view ``rgb+noise``) a different standard-normal draw for every image
+times the amplitude, i.e. Gaussian sensor noise in the latent, the kind of perturbation the diffusion
+forward process models and a denoiser is trained to remove; ``pixel`` adds a fixed +-amplitude pattern
+per pixel to the image (``sensor_pattern``), most of which the VAE encoder filters out. The control
+shows whether the probe can see noise help where the gap is of that kind; it is not evidence about the
+real modalities:
+
+    python -m benchmarks.prior_probe --timesteps 0 25 50 100 --seeds 0 1 2 --control-amplitude 0.6
 """
 
 from __future__ import annotations
@@ -31,6 +48,24 @@ from madm_pl.synthetic import MODALITIES, SPLIT_PRIOR, render_scene, scene_seed_
 
 NUM_CLASSES = 9
 HEIGHT, WIDTH = 64, 128
+
+
+def sensor_pattern(height: int, width: int, amplitude: float, seed: int = 0) -> Tensor:
+    """The positive control's fixed sensor pattern: per pixel +-``amplitude`` (a fair coin per pixel, the
+    same for every image and channel), i.e. a fixed-pattern, pixel-frequency noise of one sensor.
+
+    Returns:
+        (1,1,height,width) float32 with values in {-amplitude, +amplitude}.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (1, 1, height, width), generator=generator).float() * 2 - 1
+    return amplitude * signs
+
+
+def with_sensor_pattern(images: Tensor, amplitude: float, seed: int = 0) -> Tensor:
+    """uint8 images (N,3,H,W) plus :func:`sensor_pattern` (in [0,1] units), clipped: uint8 (N,3,H,W)."""
+    pattern = sensor_pattern(images.shape[-2], images.shape[-1], amplitude, seed)
+    return (images.float() / 255 + pattern).clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def scenes(start: int, count: int) -> tuple[Tensor, Tensor]:
@@ -67,6 +102,35 @@ def features(stack, images: Tensor) -> Tensor:
     return torch.cat([F.interpolate(tap, size=size, mode="bilinear") for tap in taps], 1)
 
 
+def latent_pattern(channels: int, height: int, width: int, amplitude: float, seed: int = 7) -> Tensor:
+    """The latent control's fixed pattern: ``amplitude`` x a standard-normal (1,channels,height,width)
+    tensor from ``seed``, added to every image's latent (the tiny prior's latents have std ~1.07)."""
+    generator = torch.Generator().manual_seed(seed)
+    return amplitude * torch.randn(1, channels, height, width, generator=generator)
+
+
+@torch.no_grad()
+def noised_features(
+    backbone, images: Tensor, timestep: int, latent_offset: Tensor | None = None, batch_size: int = 16
+) -> Tensor:
+    """The recipe's taps at ``timestep`` for uint8 images (N,3,H,W): the backbone's encode (plus
+    ``latent_offset``, the latent control), its fixed-noise ``add_noise`` at t and the UNet at t with the
+    empty prompt (``DiffusionBackbone.forward_latent``); (N, C, h, w) at the finest tap's size."""
+    time_offset = torch.zeros(1, backbone.time_embed_dim)
+    out = []
+    for start in range(0, len(images), batch_size):
+        latent = backbone.encode(images[start : start + batch_size].float() / 127.5 - 1)
+        if latent_offset is not None:
+            # one offset for every image (a fixed pattern), or one per image (per-image sensor noise)
+            offset = latent_offset if len(latent_offset) == 1 else latent_offset[start : start + batch_size]
+            latent = latent + offset
+        latent = backbone.add_noise(latent, timestep)
+        taps, _ = backbone.forward_latent(latent, timestep, backbone.uncond, time_offset)
+        size = taps[-1].shape[-2:]  # s8, the finest
+        out.append(torch.cat([F.interpolate(tap, size=size, mode="bilinear") for tap in taps], 1))
+    return torch.cat(out)
+
+
 def positions(feature: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Per-position feature rows (N*h*w, C) and their labels (nearest), ignored positions dropped."""
     small = F.interpolate(labels[:, None].float(), size=feature.shape[-2:], mode="nearest")[:, 0].long()
@@ -99,11 +163,108 @@ def fit_probe(rows: Tensor, targets: Tensor, steps: int = 300) -> Callable[[Tens
     return lambda x: linear((x - mean) / std).argmax(1)
 
 
+def noise_table(
+    source: str,
+    seeds: Sequence[int],
+    count: int,
+    timesteps: Sequence[int],
+    control: float | None,
+    control_kind: str = "latent",
+    views_shown: Sequence[str] | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """Probe (b): per view (the modalities, and ``rgb+pattern`` with a control amplitude) and timestep, the
+    RGB-trained probe's mIoU on each seed's test scenes. Returns ``{view: {t: [mIoU per seed]}}``."""
+    from madm_pl.models import DiffusionBackbone
+
+    backbone = DiffusionBackbone(source).eval()
+    table: dict[str, dict[int, list[float]]] = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        start = HELDOUT_START + 2000 * seed
+        train_images, train_labels = scenes(start, count)
+        test_images, test_labels = scenes(start + 1000, count)
+        views: dict[str, tuple[Tensor, Tensor | None]] = {
+            m: (test_images[:, i], None) for i, m in enumerate(MODALITIES)
+        }
+        if control is not None and control_kind == "pixel":
+            views["rgb+pattern"] = (with_sensor_pattern(views["rgb"][0], control), None)
+        elif control is not None:
+            stride = HEIGHT // backbone.encode(test_images[:1, 0].float() / 127.5 - 1).shape[-2]
+            shape = (backbone.vae.config.latent_channels, HEIGHT // stride, WIDTH // stride)
+            if control_kind == "latent":
+                views["rgb+pattern"] = (views["rgb"][0], latent_pattern(*shape, control))
+            else:  # latent-noise: a different standard-normal draw for every image, times the amplitude
+                generator = torch.Generator().manual_seed(11)
+                noise = control * torch.randn(count, *shape, generator=generator)
+                views["rgb+noise"] = (views["rgb"][0], noise)
+        if views_shown is not None:
+            views = {name: view for name, view in views.items() if name in views_shown}
+        probe = fit_probe(*positions(noised_features(backbone, train_images[:, 0], 0), train_labels))
+        for view, (images, offset) in views.items():
+            for t in timesteps:
+                rows, targets = positions(noised_features(backbone, images, t, offset), test_labels)
+                table.setdefault(view, {}).setdefault(t, []).append(miou(probe(rows), targets))
+    return table
+
+
+def format_noise_table(table: dict[str, dict[int, list[float]]], timesteps: Sequence[int]) -> str:
+    """Markdown: rows = views, columns = t, cells = mean ± std over the seeds, then the paired change from
+    t = 0 to the largest t (mean ± std)."""
+    last = max(timesteps)
+    lines = ["| view | " + " | ".join(f"t = {t}" for t in timesteps) + f" | t = {last} - t = 0 |"]
+    lines.append("| --- |" + " --- |" * (len(timesteps) + 1))
+    for view, cells in table.items():
+        row = [_spread(cells[t]) for t in timesteps]
+        if 0 in cells:
+            row.append(_spread([b - a for a, b in zip(cells[0], cells[last])], "{:+.1f}"))
+        else:
+            row.append("-")
+        lines.append(f"| {view} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _spread(values: Sequence[float], form: str = "{:.1f}") -> str:
+    if len(values) < 2:
+        return form.format(values[0])
+    return f"{form.format(float(np.mean(values)))} ± {float(np.std(values, ddof=1)):.1f}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["priors/tiny"])
     parser.add_argument("--scenes", type=int, default=48, help="held-out scenes to train and to test on")
+    parser.add_argument(
+        "--timesteps", nargs="+", type=int, default=None, help="probe (b): read every modality at these t"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="with --timesteps: scene sets")
+    parser.add_argument(
+        "--control-amplitude", type=float, default=None, help="with --timesteps: add the rgb+pattern control"
+    )
+    parser.add_argument("--control-kind", choices=("latent", "latent-noise", "pixel"), default="latent")
+    parser.add_argument(
+        "--views", nargs="+", default=None, help="with --timesteps: only these views (e.g. rgb rgb+pattern)"
+    )
     args = parser.parse_args(argv)
+    if args.timesteps is not None:
+        if any(t < 0 or t >= 1000 for t in args.timesteps):
+            parser.error("--timesteps must lie in [0, 1000)")
+        for source in args.backbones:
+            table = noise_table(
+                source,
+                args.seeds,
+                args.scenes,
+                sorted(args.timesteps),
+                args.control_amplitude,
+                args.control_kind,
+                args.views,
+            )
+            control = ""
+            if args.control_amplitude is not None:
+                control = f"; control: {args.control_kind} pattern, amplitude {args.control_amplitude}"
+            head = f"{source}: RGB-trained probe (t = 0) mIoU, seeds {args.seeds}, {args.scenes} scenes"
+            print(f"{head}{control}\n")
+            print(format_noise_table(table, sorted(args.timesteps)) + "\n", flush=True)
+        return
     torch.manual_seed(0)
     train_images, train_labels = scenes(HELDOUT_START, args.scenes)
     test_images, test_labels = scenes(HELDOUT_START + 1000, args.scenes)

@@ -33,7 +33,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.adapt_table import METHODS, parse_overrides, read_runs, run_key, train_and_test
+from benchmarks.adapt_table import (
+    METHODS,
+    parse_overrides,
+    read_runs,
+    resolved_recipe,
+    run_key,
+    train_and_test,
+)
 
 VARIANTS = ("no-strong-augmentation", "source-background", "frozen-bn-statistics", "head-only")
 
@@ -89,8 +96,10 @@ def ablated_module_class() -> type:
                 cond, time_offset = net.conditioning(self.backbone.uncond)
                 with torch.no_grad():
                     out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
-                out = BackboneOutput([f.detach() for f in out.features], out.latent.detach(), out.decoded)
-                return net.head(out.features, out.decoded), out
+                out = BackboneOutput(
+                    [f.detach() for f in out.features], out.latent.detach(), out.decoded, out.encoder_feature
+                )
+                return net.head(out.features, out.finest, image.shape[-2:]), out
             return super().segment(net, image, timestep)
 
     return AblatedModule
@@ -147,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     jobs = []
     for method, variant in plan:
         for seed in args.seeds:
-            key = run_key(args.task, method, seed, setup | {"variant": variant})
+            recipe = resolved_recipe(args.task, method, setup)
+            key = run_key(args.task, method, seed, setup | {"variant": variant}, recipe)
             jobs.append({"task": args.task, "method": method, "seed": seed, "setup": setup, "key": key,
                          "variant": variant})  # fmt: skip
     done = read_runs(args.runs)

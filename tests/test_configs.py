@@ -68,6 +68,7 @@ COMMON_MODEL = {
     "mode": "madm",
     "classmix": True,
     "classmix_include_ignore": True,
+    "color_jitter": "kornia-0.6",
     "ema": True,
     "dplg": True,
     "ema_max_alpha": 0.999,

@@ -140,17 +140,30 @@ def count_encoder_calls(module: MADMModule) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("lplr_source", "lplr_target", "expected"),
-    [(True, True, 5), (True, False, 4), (False, True, 4), (False, False, 3)],
+    ("lplr_source", "lplr_target", "expected", "decodes"),
+    [(True, True, 5, 3), (True, False, 4, 3), (False, True, 4, 3), (False, False, 3, 0)],
 )
-def test_lplr_switches_skip_palette_encodes(
-    synthetic_root: Path, tmp_path: Path, lplr_source: bool, lplr_target: bool, expected: int
+def test_lplr_switches_skip_palette_encodes_and_tie_the_decode(
+    synthetic_root: Path, tmp_path: Path, lplr_source: bool, lplr_target: bool, expected: int, decodes: int
 ) -> None:
-    """Encodes per step: source, target (teacher), mixed, plus one per LPLR palette."""
+    """Encodes per step: source, target (teacher), mixed, plus one per LPLR palette. Decodes: one per
+    pass (source, teacher, mixed) when either LPLR term is on, none when both are off (METHOD.md §3)."""
     module = make_module(lplr_source=lplr_source, lplr_target=lplr_target)
+    lplr = lplr_source or lplr_target
+    assert module.backbone.decode_output is lplr
+    for net in (module.student, module.teacher):
+        assert net.head.finest_level == ("decoded" if lplr else "vae_encoder")
+        assert (
+            hasattr(net.head, "decoded_projection") is lplr
+            and hasattr(net.head, "encoder_projection") is not lplr
+        )
     calls = count_encoder_calls(module)
+    decoder_calls: list[int] = []
+    module.backbone.vae.decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
     make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
-    assert len(calls) == expected
+    assert len(calls) == expected and len(decoder_calls) == decodes
+    logits = module(torch.rand(1, 3, SIZE, 2 * SIZE))
+    assert logits.shape == (1, module.task.num_classes, SIZE, 2 * SIZE)
 
 
 def test_source_only_skips_teacher_and_target(synthetic_root: Path, tmp_path: Path) -> None:
@@ -165,7 +178,7 @@ def test_non_finite_loss_skips_step(synthetic_root: Path, tmp_path: Path) -> Non
     module = make_module()
     head = module.student.head
     original = head.forward
-    head.forward = lambda features, decoded: original(features, decoded) * float("nan")
+    head.forward = lambda *args: original(*args) * float("nan")
     before = state(module.student)
     with pytest.warns(UserWarning, match="non-finite loss"):
         make_trainer(tmp_path, 2).fit(module, make_data(synthetic_root))
@@ -510,3 +523,27 @@ def test_16_mixed_with_fp16_vae_leaves_overflows_to_the_grad_scaler(
     assert any(not torch.equal(after_finite[k], before[k]) for k in learned)  # step 1 trained
     # Lightning moved the module (.to(device)) without touching dtypes: the VAE is still fp16
     assert {p.dtype for p in module.backbone.vae.parameters()} == {torch.float16}
+
+
+@pytest.mark.parametrize("color_jitter", ["kornia-0.6", "kornia-0.9"])
+def test_color_jitter_option_reaches_the_strong_augmentation(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, color_jitter: str
+) -> None:
+    import madm_pl.module as module_file
+
+    seen: list[str] = []
+    original = module_file.strong_augment
+
+    def recording(image, generator, **kwargs):
+        seen.append(kwargs["color_jitter"])
+        return original(image, generator, **kwargs)
+
+    monkeypatch.setattr(module_file, "strong_augment", recording)
+    module = make_module(color_jitter=color_jitter, lplr_source=False, lplr_target=False)
+    make_trainer(tmp_path, 1).fit(module, make_data(synthetic_root))
+    assert seen == [color_jitter]
+
+
+def test_unknown_color_jitter_is_named() -> None:
+    with pytest.raises(ValueError, match=r"model.color_jitter='kornia-0.7': expected one of \['kornia-0.6'"):
+        make_module(color_jitter="kornia-0.7")

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from madm_pl.labels import IGNORE_INDEX, get_task
-from madm_pl.method.augment import strong_augment
+from madm_pl.method.augment import COLOR_JITTERS, strong_augment
 from madm_pl.method.classmix import classmix_masks, mix
 from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
 from madm_pl.method.ema import ema_alpha, ema_update
@@ -37,6 +37,19 @@ _VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 _VAE_PRECISION = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
 #: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
 REFERENCE_PROTOCOL = "reference_protocol"
+
+
+def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded", "vae_encoder"]:
+    """The head's finest level for an LPLR setting (METHOD.md §3, "Finest level").
+
+    The reference ties the decode to LPLR: any ``--vae_decoder_loss`` (``s``, ``t`` or ``st``) sets its
+    backbone's decode flag and makes the decode level 0 of the head (``main.py`` 617-630); without it,
+    level 0 is the VAE encoder's stride-4 feature (``mtmadise_multi_lora.py``: ``encoder_block_indices=[5]``).
+
+    Returns:
+        ``"decoded"`` when either LPLR term is on, else ``"vae_encoder"``.
+    """
+    return "decoded" if (lplr_source or lplr_target) else "vae_encoder"
 
 
 class Student(nn.Module):
@@ -65,7 +78,8 @@ class MADMModule(LightningModule):
             bit for bit at half its memory: the 24 GB mode's). The precision is checked at setup.
         head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
         head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
-        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128).
+        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128; used
+            only with LPLR on).
         head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
         head_activation_checkpointing: recompute the full-resolution head in backward.
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
@@ -74,10 +88,17 @@ class MADMModule(LightningModule):
         classmix_include_ignore: ClassMix draws the ignore label 255 like a class, as the reference does
             (``torch.unique`` of the source label, 255 included), so ignored source regions are pasted about
             half the time and their pixels count in no loss; off: only train ids are drawn.
+        color_jitter: the strong augmentation's colour jitter: ``kornia-0.6`` (the reference's environment:
+            additive brightness, multiplicative contrast, saturation scaled in HSV) or ``kornia-0.9``
+            (current kornia's PIL-aligned blends); METHOD.md §4.3, REFERENCE_NOTES.md §3.
         ema: the teacher is an EMA copy of the student (off: the student makes its own pseudo-labels).
         dplg: noise the teacher's target latent at the DPLG timestep (off: t = 0).
         lplr_source: LPLR latent regression on the source palette image.
-        lplr_target: LPLR latent regression on the mixed pseudo-label palette image.
+        lplr_target: LPLR latent regression on the mixed pseudo-label palette image. LPLR is on when
+            either term is (the event recipe: the source term only); then, as in the reference, the
+            backbone decodes the UNet output and the head reads the decode as its full-resolution finest
+            level. With both off, nothing is decoded and the head's finest level is the VAE encoder's
+            stride-4 feature, its logits upsampled to the image (METHOD.md §3, "Finest level").
         lplr_source_weight: weight of the source LPLR term (paper: 1, event task: 20).
         lplr_target_weight: weight of the target LPLR term (paper: 1).
         dplg_t0: base of the DPLG start timestep, drawn from {t0, t0 + 1} each iteration (paper 50, depth 60).
@@ -115,6 +136,7 @@ class MADMModule(LightningModule):
         mode: Mode = "madm",
         classmix: bool = True,
         classmix_include_ignore: bool = True,
+        color_jitter: Literal["kornia-0.6", "kornia-0.9"] = "kornia-0.6",
         ema: bool = True,
         dplg: bool = True,
         lplr_source: bool = True,
@@ -143,6 +165,10 @@ class MADMModule(LightningModule):
         if mode not in ("madm", "source_only", "oracle"):
             raise ValueError(f"model.mode={mode!r}: expected 'madm', 'source_only' or 'oracle'")
         self.mode = mode
+        if color_jitter not in COLOR_JITTERS:
+            raise ValueError(f"model.color_jitter={color_jitter!r}: expected one of {list(COLOR_JITTERS)}")
+        # The decode follows LPLR, as in the reference (head_finest_level).
+        self.lplr = head_finest_level(lplr_source, lplr_target) == "decoded"
 
         if vae_dtype not in _VAE_DTYPES:
             raise ValueError(f"model.vae_dtype={vae_dtype!r}: expected one of {list(_VAE_DTYPES)}")
@@ -158,6 +184,7 @@ class MADMModule(LightningModule):
                 noise_seed=noise_seed,
                 unet_gradient_checkpointing=unet_gradient_checkpointing,
                 vae_dtype=_VAE_DTYPES[vae_dtype],
+                decode_output=self.lplr,
             )
         except (FileNotFoundError, ValueError) as error:  # a missing or unloadable stack folder
             raise type(error)(
@@ -176,6 +203,8 @@ class MADMModule(LightningModule):
             decoded_projection_channels=head_decoded_channels,
             bottleneck_width=head_bottleneck_width,
             activation_checkpointing=head_activation_checkpointing,
+            finest_level=head_finest_level(lplr_source, lplr_target),
+            encoder_channels=self.backbone.encoder_feature_channels,
         )
         self.student = Student(conditioning, head)
         # The teacher is a separate copy only when it is an EMA; it never enters the optimiser.
@@ -230,11 +259,12 @@ class MADMModule(LightningModule):
             timestep: diffusion timestep of the latent noise and of the UNet (METHOD.md §3).
 
         Returns:
-            logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps).
+            logits (B,C,H,W) float at the input size, and the backbone output (UNet latent, taps, the
+            head's finest level).
         """
         cond, time_offset = net.conditioning(self.backbone.uncond)
         out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
-        return net.head(out.features, out.decoded), out
+        return net.head(out.features, out.finest, image.shape[-2:]), out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Inference (METHOD.md §4.7): (B,3,H,W) in [0,1] -> (B,C,H,W) student logits at t = 0."""
@@ -343,7 +373,8 @@ class MADMModule(LightningModule):
             visuals.update(
                 source_image=source_image, source_label=source_label, source_prediction=source_logits
             )
-            visuals["lplr_label_image"] = source_out.decoded
+            if source_out.decoded is not None:  # decoded only with LPLR on
+                visuals["lplr_label_image"] = source_out.decoded
             if self.mode == "madm":
                 losses.update(self._target_losses(batch, generator, visuals))
 
@@ -392,7 +423,7 @@ class MADMModule(LightningModule):
         else:
             mixed_image, mixed_label = target_image, target_pseudo_label
             pixel_weight = confidence.view(-1, 1, 1).expand_as(target_pseudo_label)
-        mixed_image = strong_augment(mixed_image, generator)
+        mixed_image = strong_augment(mixed_image, generator, color_jitter=hp.color_jitter)
 
         # 5. Student on the mixed image: weighted CE (+ LPLR on the painted mixed label, weighted by q).
         mixed_logits, mixed_out = self.segment(self.student, mixed_image)

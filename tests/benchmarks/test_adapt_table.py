@@ -10,6 +10,9 @@ import pytest
 
 import benchmarks.adapt_table
 
+#: Runs of the demo recipe the committed runs file holds at least (the re-run of issue 25 fills it).
+TABLE_RUNS = 0
+
 
 @pytest.fixture(scope="module")
 def table() -> ModuleType:
@@ -132,9 +135,108 @@ def test_markdown_block_is_replaced_between_markers(table: ModuleType) -> None:
 def test_a_changed_setup_never_reuses_a_run(table: ModuleType) -> None:
     key = table.run_key
     setup = {"iterations": 300, "backbone": "priors/tiny", "ema_max_alpha": 0.99, "data": "data/synthetic"}
-    assert key("rgb2depth", "MADM", 0, setup) == key("rgb2depth", "MADM", 0, dict(setup))
-    assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 0, setup | {"iterations": 400})
-    assert key("rgb2depth", "MADM", 0, setup) != key("rgb2depth", "MADM", 1, setup)
+    recipe = {"model": {"color_jitter": "kornia-0.6"}, "head_finest_level": "decoded"}
+    assert key("rgb2depth", "MADM", 0, setup, recipe) == key(
+        "rgb2depth", "MADM", 0, dict(setup), dict(recipe)
+    )
+    assert key("rgb2depth", "MADM", 0, setup, recipe) != key(
+        "rgb2depth", "MADM", 0, setup | {"iterations": 400}, recipe
+    )
+    assert key("rgb2depth", "MADM", 0, setup, recipe) != key("rgb2depth", "MADM", 1, setup, recipe)
+    assert key("rgb2depth", "MADM", 0, setup, recipe) != key(
+        "rgb2depth", "MADM", 0, setup, recipe | {"head_finest_level": "vae_encoder"}
+    )
+
+
+def test_the_key_holds_each_methods_resolved_recipe(table: ModuleType) -> None:
+    # Issue 25: a run whose meaning changed (switches, colour jitter, decode rule) is trained again.
+    setup = {
+        "iterations": 600,
+        "every": 100,
+        "backbone": "priors/tiny",
+        "data": "data/synthetic",
+        "overrides": {},
+    }
+    recipes = {
+        (task, method): table.resolved_recipe(task, method, setup)
+        for task in ("rgb2infrared", "rgb2event")
+        for method in table.METHODS
+    }
+    for (task, method), recipe in recipes.items():
+        model = recipe["model"]
+        assert model["mode"] == table.METHODS[method]["mode"] and "seed" not in model
+        if model["mode"] == "madm":
+            assert model["color_jitter"] == "kornia-0.6" and model["dplg"] == table.METHODS[method]["dplg"]
+        else:  # no mixed image, no jitter, no teacher: those options are not part of the recipe
+            assert not {"color_jitter", "dplg", "ema_max_alpha", "pseudo_label_threshold"} & set(model)
+        assert ("dplg_t_end" in model) == (table.METHODS[method]["dplg"] is True)
+        lplr = table.METHODS[method]["lplr"]
+        assert recipe["head_finest_level"] == ("decoded" if lplr else "vae_encoder"), (task, method)
+        assert recipe["data"]["target_train_labels"] is True and "seed" not in recipe["data"]
+    event_lplr = recipes[("rgb2event", "+LPLR")]["model"]
+    assert (event_lplr["lplr_source"], event_lplr["lplr_target"], event_lplr["lplr_source_weight"]) == (
+        True,
+        False,
+        20.0,
+    )
+    assert recipes[("rgb2event", "+LPLR")]["head_finest_level"] == "decoded"  # one term on is LPLR on
+    # The recipe differs per method, so no two methods share a key for a seed.
+    keys = {table.run_key(t, m, 0, setup, r) for (t, m), r in recipes.items()}
+    assert len(keys) == len(recipes)
+    jitter = table.resolved_recipe(
+        "rgb2infrared", "MADM", setup | {"overrides": {"model.color_jitter": "kornia-0.9"}}
+    )
+    assert jitter["model"]["color_jitter"] == "kornia-0.9"
+    assert jitter != recipes[("rgb2infrared", "MADM")]
+
+
+def test_options_a_method_never_reads_are_left_out_of_its_recipe(table: ModuleType) -> None:
+    base = table.demo_config("rgb2depth").model.init_args.as_dict()
+    self_training = base | {"dplg": False, "lplr_source": False, "lplr_target": False}
+    active = table.active_model_options(self_training)
+    assert not {"dplg_t0", "dplg_t_end", "lplr_source_weight", "lplr_target_weight", "seed"} & set(active)
+    assert active["ema_max_alpha"] == 0.99 and active["color_jitter"] == "kornia-0.6"
+    # Editing an option the method never reads leaves its recipe (and so its key) as it was ...
+    assert table.active_model_options(self_training | {"dplg_t_end": 123}) == active
+    # ... editing one it reads does not.
+    madm = base | {"dplg": True}
+    assert table.active_model_options(madm | {"dplg_t_end": 123}) != table.active_model_options(madm)
+    assert table.active_model_options(madm)["lplr_target_weight"] == 1.0
+    source_only = self_training | {"mode": "source_only", "ema": False, "classmix": False}
+    teacher_and_mix = {"ema_max_alpha", "pseudo_label_threshold", "color_jitter", "classmix", "ema", "dplg"}
+    assert set(table.active_model_options(source_only)) == set(active) - teacher_and_mix - {
+        "classmix_include_ignore"
+    }
+    # The source LPLR term is computed in every mode but the oracle's.
+    assert "lplr_source_weight" in table.active_model_options(source_only | {"lplr_source": True})
+    oracle = source_only | {"mode": "oracle", "lplr_source": True}
+    assert "lplr_source_weight" not in table.active_model_options(oracle)
+
+
+def test_t_interval_by_hand_and_against_scipy(table: ModuleType) -> None:
+    # differences 1, 2, 3: mean 2, std 1, n 3: 2 +- 4.303 / sqrt(3) = 2 +- 2.484
+    low, high = table.t_interval([1.0, 2.0, 3.0])
+    assert (low, high) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
+    assert table.t_interval([5.0]) is None
+    with pytest.raises(ValueError, match="2 to 31"):
+        table.t_interval([1.0] * 32)
+    stats = pytest.importorskip("scipy.stats")
+    for df, value in table.T_975.items():
+        assert value == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4), df
+
+
+def test_differences_table_shows_the_interval_and_marks_one_that_excludes_zero(table: ModuleType) -> None:
+    runs = [_run("rgb2infrared", "source-only", seed, 10.0) for seed in (0, 1, 2)]
+    runs += [_run("rgb2infrared", "self-training", seed, 10.0 + d) for seed, d in zip((0, 1, 2), (5, 6, 7))]
+    runs += [_run("rgb2infrared", "MADM", seed, 10.0 + d) for seed, d in zip((0, 1, 2), (3, 7, 8))]
+    differences = table.paired_differences(runs, ["rgb2infrared"])
+    adapt = differences["rgb2infrared"]["self-training vs source-only"]
+    assert adapt["excludes_zero"] and adapt["ci95"] == pytest.approx((6 - 2.484, 6 + 2.484), abs=1e-3)
+    madm = differences["rgb2infrared"]["MADM vs self-training"]  # -2, +1, +1: mean 0, std sqrt(3)
+    assert not madm["excludes_zero"] and madm["ci95"] == pytest.approx((-4.303, 4.303), abs=1e-3)
+    text = table.differences_table(differences, ["rgb2infrared"])
+    assert "| self-training vs source-only | **+6.0 ± 1.0 [+3.5, +8.5]** |" in text
+    assert "| MADM vs self-training | +0.0 ± 1.7 [-4.3, +4.3] |" in text
 
 
 def test_a_markdown_file_without_markers_is_refused_before_training(table: ModuleType, tmp_path) -> None:
@@ -148,8 +250,8 @@ def test_a_markdown_file_without_markers_is_refused_before_training(table: Modul
 
 
 def test_a_resumed_table_finds_the_finished_runs(table: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The keys of benchmarks/results/adapt_runs.jsonl were written by the script that read the demo
-    # configs as plain YAML; parsed now through the CLI (base + task file), the same runs get the same keys.
+    # Every run of the demo recipe in benchmarks/results/adapt_runs.jsonl carries the key the current code
+    # gives it (setup and resolved recipe), so a resumed table reuses exactly these runs.
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)
     runs = table.read_runs(repo / "benchmarks" / "results" / "adapt_runs.jsonl")
@@ -157,7 +259,28 @@ def test_a_resumed_table_finds_the_finished_runs(table: ModuleType, monkeypatch:
         iterations=None, every=None, backbone=None, data=Path("data/synthetic"), overrides={}
     )
     setups = {task: table.run_setup(args, task) for task in table.TASKS}
+    recipes: dict[tuple[str, str], dict] = {}
     current = [row for row in runs.values() if row.get("every") == 100 and row.get("overrides") == {}]
-    assert len(current) >= 30  # the table's runs of the demo recipe, every task, method and seed
+    assert len(current) >= TABLE_RUNS
     for row in current:
-        assert table.run_key(row["task"], row["method"], row["seed"], setups[row["task"]]) == row["key"]
+        task, method = row["task"], row["method"]
+        if (task, method) not in recipes:
+            recipes[(task, method)] = table.resolved_recipe(task, method, setups[task])
+        assert table.run_key(task, method, row["seed"], setups[task], recipes[(task, method)]) == row["key"]
+
+
+def test_curves_table_means_per_interval_and_q_at_the_end(table: ModuleType) -> None:
+    def run(seed: int, curve: list[tuple[float, float, float]]) -> dict:
+        points = [
+            {"iteration": 100 * (i + 1), "miou": m, "pseudo_label_weight": q, "pseudo_label_accuracy": a}
+            for i, (m, q, a) in enumerate(curve)
+        ]
+        return {"task": "rgb2infrared", "method": "self-training", "seed": seed, "curve": points}
+
+    runs = [run(0, [(10.0, 0.0, 0.4), (20.0, 0.2, 0.6)]), run(1, [(12.0, 0.0, 0.5), (22.0, 0.1, 0.7)])]
+    runs.append({"task": "rgb2infrared", "method": "source-only", "seed": 0, "curve": [
+        {"iteration": 100, "miou": 9.0}, {"iteration": 200, "miou": 11.0}]})  # fmt: skip
+    text = table.curves_table(runs, ["rgb2infrared"], ["source-only", "self-training"])
+    assert "| task, method (seeds) | 100 | 200 |" in text
+    assert "| rgb2infrared, self-training (0, 1) | 11.0 ± 1.4 | 21.0 ± 1.4 | 0.15 | 0.45 / 0.65 |" in text
+    assert "| rgb2infrared, source-only (0) | 9.0 | 11.0 |  |  |" in text

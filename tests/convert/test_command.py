@@ -171,6 +171,20 @@ def test_wrong_task_names_the_class_counts(prior_reference: dict[str, torch.Tens
         convert("rgb2depth", reference, str(PRIOR), tmp_path / "c.ckpt", log=lambda line: None)
 
 
+def test_a_checkpoint_trained_without_lplr_is_refused_with_the_reason(
+    prior_reference: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    # Without --vae_decoder_loss the reference's level 0 reads the VAE encoder's feature, not 3 channels.
+    state = dict(prior_reference)
+    key = "backbone.feature_projections.0.0.conv1.weight"
+    state[key] = torch.zeros(state[key].shape[0], 32, 1, 1)
+    with pytest.raises(
+        ConversionError, match=r"reads 32 channels, not the 3 of the decoded image: .*without LPLR"
+    ):
+        run_convert(write_reference(tmp_path / "r.pth", state), tmp_path / "c.ckpt")
+    assert not (tmp_path / "c.ckpt").exists()
+
+
 def test_pickled_objects_need_trust_pickle(prior_reference: dict[str, torch.Tensor], tmp_path: Path) -> None:
     checkpoint = detectron2_checkpoint(prior_reference)
     checkpoint["trainer"]["hooks"]["Namespace"] = argparse.Namespace(seed=42)  # not a plain type

@@ -33,6 +33,28 @@ def test_round_trip_through_the_reference_layout_is_the_identity() -> None:
         assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
 
 
+def test_without_lplr_the_encoder_level_maps_to_the_references_level_0() -> None:
+    # LPLR off: the head's finest level is the VAE encoder feature, the reference base config's level 0.
+    module = MADMModule(
+        task="rgb2infrared", backbone="tiny", lplr_source=False, lplr_target=False, **DEMO_HEAD
+    )
+    fill = random_fill(seed=4)
+    state = {key: fill(key, tuple(value.shape), value.dtype) for key, value in module.state_dict().items()}
+    reference = to_reference_layout(state)
+    projection = "backbone.feature_projections.0.0."
+    assert torch.equal(
+        reference[projection + "conv1.weight"], state["student.head.encoder_projection.conv1.weight"]
+    )
+    assert reference[projection + "conv1.weight"].shape[1] == 32  # the tiny VAE's stride-4 feature, not 3
+    assert torch.equal(
+        reference["sem_seg_head.embed_layers.0.proj.weight"],
+        state["student.head.encoder_embedding.weight"].flatten(1),
+    )
+    back = convert_state_dict(reference, state).state_dict
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[key], value) for key, value in state.items())
+
+
 def test_table_gives_exactly_the_reference_layout(prior_reference: dict[str, torch.Tensor]) -> None:
     # Two readings of the reference compared: the table read backwards, and tests/convert/reference_layout.py.
     module = MADMModule(task="rgb2infrared", backbone=str(PRIOR), **DEMO_HEAD)

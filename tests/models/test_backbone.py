@@ -64,6 +64,55 @@ def test_decoded_is_detached_full_resolution_and_the_raw_decode():
     torch.testing.assert_close(output.decoded, backbone.decode(output.latent))
 
 
+def test_without_decode_the_backbone_hands_the_vae_encoders_stride_4_feature(monkeypatch):
+    # LPLR off (METHOD.md §3, "Finest level"): no decode; the finest level is the frozen VAE encoder's
+    # feature after the first resnet of its third block, as the reference's base config
+    # (encoder_block_indices=[5] over SD's 2 resnets per block).
+    backbone = DiffusionBackbone("tiny", decode_output=False)
+    assert backbone.encoder_feature_channels == 32  # the tiny VAE's block_out_channels[2]
+    monkeypatch.setattr(backbone, "decode", lambda latent: pytest.fail("decoded with decode_output=False"))
+    conditioning = make_conditioning(backbone)
+    image = random_image(2, 64, 128)
+    output = backbone(image, 0, *conditioning(backbone.uncond))
+    assert output.decoded is None and output.finest is output.encoder_feature
+    assert output.encoder_feature.shape == (2, 32, 16, 32)
+    assert not output.encoder_feature.requires_grad
+    assert output.latent.shape == (2, 4, 8, 16) and output.latent.requires_grad
+    # The value: diffusers' encoder layers run by hand up to that resnet.
+    encoder = backbone.vae.encoder
+    with torch.no_grad():
+        x = encoder.conv_in(image)
+        for block in encoder.down_blocks[:2]:
+            for resnet in block.resnets:
+                x = resnet(x, None)
+            for downsampler in block.downsamplers:
+                x = downsampler(x)
+        expected = encoder.down_blocks[2].resnets[0](x, None)
+    torch.testing.assert_close(output.encoder_feature, expected)
+    # The LPLR palette encodes (encode() outside forward) leave no feature behind.
+    backbone.encode(image)
+    assert backbone._encoder_tap is None
+    # With decode_output (the default) there is no encoder feature.
+    decoding = DiffusionBackbone("tiny")
+    with torch.no_grad():
+        decoded = decoding(image, 0, *conditioning(decoding.uncond))
+    assert decoded.encoder_feature is None and decoded.finest is decoded.decoded
+
+
+def test_without_decode_a_vae_without_a_stride_4_block_is_refused(tmp_path, monkeypatch):
+    from madm_pl.models import backbone as backbone_file
+    from madm_pl.models.presets import build_stack, tiny_vae_config
+
+    def two_block_stack(source):
+        stack = build_stack(source)
+        stack.vae = AutoencoderKL(**tiny_vae_config(stride=2))
+        return stack
+
+    monkeypatch.setattr(backbone_file, "build_stack", two_block_stack)
+    with pytest.raises(ValueError, match=r"decode_output=False .* 2 down blocks"):
+        DiffusionBackbone("tiny", decode_output=False)
+
+
 def test_decode_is_not_clipped_so_the_head_reads_values_outside_minus_one_one():
     # The reference feeds the head the raw decode and clips only its visualisation copy (METHOD.md §3).
     backbone = DiffusionBackbone("tiny")

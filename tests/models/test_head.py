@@ -176,3 +176,95 @@ def test_initialisation_follows_detectron2_and_mmcv_per_layer():
     for norm in head.modules():
         if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
             assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+
+
+# ------------------------------------------------- the finest level follows LPLR (METHOD.md §3)
+ENCODER_CHANNELS = 32  # the tiny VAE's third block
+
+
+def encoder_inputs(
+    batch_size: int, height: int, width: int, seed: int = 0
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    features, _ = inputs(batch_size, height, width, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    encoder_feature = torch.randn(batch_size, ENCODER_CHANNELS, height // 4, width // 4, generator=generator)
+    return features, encoder_feature
+
+
+def test_both_head_shapes_parameter_names_and_shapes():
+    decoded = small_head()
+    encoder = small_head(finest_level="vae_encoder", encoder_channels=ENCODER_CHANNELS)
+    decoded_shapes = {name: tuple(p.shape) for name, p in decoded.named_parameters()}
+    encoder_shapes = {name: tuple(p.shape) for name, p in encoder.named_parameters()}
+    # LPLR on: the decoded image (3 ch) -> 32 (decoded_projection_channels), as the task configs' s0 level.
+    assert decoded_shapes["decoded_projection.conv1.weight"] == (32, 3, 1, 1)
+    assert decoded_shapes["decoded_projection.conv3.weight"] == (32, 32, 1, 1)
+    assert decoded_shapes["decoded_projection.shortcut.0.weight"] == (32, 3, 1, 1)
+    assert decoded_shapes["decoded_embedding.weight"] == (32, 32, 1, 1)
+    assert not any(name.startswith("encoder_") for name in decoded_shapes)
+    # LPLR off: the VAE encoder feature (32 ch) -> 64 (projection_channels, like a tap), as the base
+    # config's s2 level; no decoded_* module exists.
+    assert encoder_shapes["encoder_projection.conv1.weight"] == (32, ENCODER_CHANNELS, 1, 1)
+    assert encoder_shapes["encoder_projection.conv3.weight"] == (64, 32, 1, 1)
+    assert encoder_shapes["encoder_projection.shortcut.0.weight"] == (64, ENCODER_CHANNELS, 1, 1)
+    assert encoder_shapes["encoder_embedding.weight"] == (32, 64, 1, 1)
+    assert not any(name.startswith("decoded_") for name in encoder_shapes)
+    # Everything else is the same module with the same shapes.
+    shared = {n: s for n, s in decoded_shapes.items() if not n.startswith("decoded_")}
+    assert shared == {n: s for n, s in encoder_shapes.items() if not n.startswith("encoder_")}
+    with pytest.raises(ValueError, match="encoder_channels"):
+        small_head(finest_level="vae_encoder")
+    with pytest.raises(ValueError, match="finest_level"):
+        small_head(finest_level="unet")
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (64, 128)])
+def test_encoder_level_logits_reach_the_image_size(height, width):
+    head = small_head(finest_level="vae_encoder", encoder_channels=ENCODER_CHANNELS)
+    features, encoder_feature = encoder_inputs(2, height, width)
+    assert head(features, encoder_feature).shape == (2, 7, height, width)  # 4x the stride-4 level
+    assert head(features, encoder_feature, (height, width)).shape == (2, 7, height, width)
+
+
+def test_encoder_level_fuses_at_stride_4_and_upsamples_bilinearly_without_aligned_corners():
+    torch.manual_seed(0)
+    head = small_head(finest_level="vae_encoder", encoder_channels=ENCODER_CHANNELS).eval()
+    features, encoder_feature = encoder_inputs(1, 64, 64)
+    with torch.no_grad():
+        logits = head(features, encoder_feature, (64, 64))
+        # The reference's order at os_size = the first level's size (16x16 here): project, embed, resize
+        # the coarser levels to it, concatenate finest first, ASPP, fuse, classify.
+        size = encoder_feature.shape[-2:]
+        levels = [head.encoder_embedding(head.encoder_projection(encoder_feature))]
+        for index in (2, 1, 0):  # s8, s16, s32
+            embedded = head.feature_embeddings[index](head.feature_projections[index](features[index]))
+            levels.append(torch.nn.functional.interpolate(embedded, size=size, mode="bilinear"))
+        x = torch.cat(levels, dim=1)
+        small = head.classifier(head.fuse(torch.cat([branch(x) for branch in head.aspp], dim=1)))
+    assert small.shape == (1, 7, 16, 16)
+    # Bilinear x4 with align_corners=False, by hand: output i reads source (i + 0.5) / 4 - 0.5, clamped at 0.
+    # i = 0 -> -0.375 -> source 0; i = 2 -> 0.125 -> 0.875 * s[0] + 0.125 * s[1]; i = 6 -> 1.125.
+    torch.testing.assert_close(logits[..., 0, 0], small[..., 0, 0])
+    row = 0.875 * small[..., 0, :] + 0.125 * small[..., 1, :]  # output row 2
+    torch.testing.assert_close(logits[..., 2, 2], 0.875 * row[..., 0] + 0.125 * row[..., 1])
+    row = 0.875 * small[..., 1, :] + 0.125 * small[..., 2, :]  # output row 6
+    torch.testing.assert_close(logits[..., 6, 5], 0.125 * row[..., 0] + 0.875 * row[..., 1])  # 5 -> 0.875
+    # With aligned corners the corner would be the same but row 2 would differ: the test can tell them apart.
+    aligned = torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear", align_corners=True)
+    assert not torch.allclose(aligned[..., 2, 2], logits[..., 2, 2])
+
+
+def test_encoder_level_activation_checkpointing_gives_the_same_logits_and_gradients():
+    plain = small_head(finest_level="vae_encoder", encoder_channels=ENCODER_CHANNELS).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing = True
+    features, encoder_feature = encoder_inputs(2, 64, 64)
+    results = []
+    for head in (plain, checkpointed):
+        torch.manual_seed(0)
+        logits = head(features, encoder_feature, (64, 64))
+        logits.square().mean().backward()
+        results.append(logits)
+    torch.testing.assert_close(results[1], results[0])
+    for (name, got), want in zip(checkpointed.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(got.grad, want.grad, msg=name)

@@ -15,12 +15,6 @@ from tests.parity import fixtures as fx
 from tests.parity.common import assert_close, golden_json, golden_tensors
 from tests.parity.draws import DrawFeeder
 
-#: The cases whose draws apply the colour jitter (u > 0.2): they need kornia 0.6's semantics.
-NEEDS_ISSUE_25 = pytest.mark.xfail(
-    strict=True,
-    reason="needs issue 25's color_jitter='kornia-0.6'; lead: drop this mark when i25-ablation is merged",
-)
-
 
 def _image() -> torch.Tensor:
     generator = torch.Generator().manual_seed(13)
@@ -58,7 +52,6 @@ def test_blur_and_no_jitter(monkeypatch, case):
     assert_close(out, expected, rtol=1e-5, atol=1e-6, what=f"augmentation case {case}")
 
 
-@NEEDS_ISSUE_25
 @pytest.mark.parametrize("case", _cases(jitter=True))
 def test_colour_jitter_of_kornia_0_6(monkeypatch, case):
     # The factors reach madm-pl through a float32 uniform (1 + 0.2 (2u - 1)): ~1e-7 on the factor; kornia

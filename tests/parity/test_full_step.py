@@ -197,10 +197,5 @@ def _name_of(module, param) -> str:
     return next(n for n, p in module.named_parameters() if p is param)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs issue 25's color_jitter (model.init_args.color_jitter=kornia-0.6); lead: drop this mark "
-    "when i25-ablation is merged",
-)
 def test_full_training_step(monkeypatch, tmp_path):
     compare_full_step(run_full_step(monkeypatch, tmp_path, COLOR_JITTER))

@@ -125,6 +125,9 @@ HEAD_SIZE_KEYS: dict[str, tuple[str, int]] = {
     "head_bottleneck_width": ("backbone.feature_projections.1.0.conv1.weight", 0),
 }
 
+#: The input of the reference's level-0 projection: 3 channels (the decoded image) with LPLR on.
+LEVEL_0_INPUT_KEY = "backbone.feature_projections.0.0.conv1.weight"
+
 #: The paper's head (configs/rgb2*.yaml).
 PAPER_HEAD = {
     "head_embed_dim": 256,
@@ -160,6 +163,13 @@ def head_sizes(reference: Mapping[str, Tensor], task: str) -> dict[str, int]:
         raise ConversionError(
             f"the reference's classifier {classifier} has {classes} classes, task {task!r} has {expected}: "
             f"fix --task (rgb2infrared: 9 classes, rgb2depth and rgb2event: 11)"
+        )
+    level_0 = reference[LEVEL_0_INPUT_KEY].shape[1]
+    if level_0 != 3:
+        raise ConversionError(
+            f"the reference's level 0 ({LEVEL_0_INPUT_KEY}) reads {level_0} channels, not the 3 of the "
+            "decoded image: it was trained without LPLR (no --vae_decoder_loss, the VAE encoder feature as "
+            "level 0). madm-pl converts the LPLR recipes, those of the released checkpoints"
         )
     return {name: int(reference[key].shape[dim]) for name, (key, dim) in HEAD_SIZE_KEYS.items()}
 

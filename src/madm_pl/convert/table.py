@@ -99,18 +99,21 @@ NETS: dict[str, dict[str, str]] = {
 }
 
 #: THE conversion table: every madm-pl tensor but the VAE (from ``--backbone``) is read through one row.
-#: Reference level order: s0 (the decoded image), s3 (stride 8, 320 ch), s4 (stride 16), s5 (stride 32);
-#: madm-pl's ``feature_projections`` / ``feature_embeddings`` are [s32, s16, s8] and the decoded image
-#: has its own ``decoded_*`` modules.
+#: Reference level order: level 0, s3 (stride 8, 320 ch), s4 (stride 16), s5 (stride 32); madm-pl's
+#: ``feature_projections`` / ``feature_embeddings`` are [s32, s16, s8]. Level 0 is the decoded image
+#: ("s0") with LPLR on (the task configs: madm-pl's ``decoded_*`` modules) and the VAE encoder's stride-4
+#: feature ("s2") with LPLR off (the base model config: ``encoder_*``); a module has one or the other.
 MAPPING: tuple[Row, ...] = (
     # The fine-tuned UNet: diffusers' UNet2DConditionModel on both sides, names unchanged.
     Row("backbone.unet.", REFERENCE_UNET, None, "UNet"),
     Row("{net}.conditioning.", "{conditioning}.", CONDITIONING, "conditioning"),
     Row("{net}.head.decoded_projection.", "{projections}.0.0.", BOTTLENECK, "projections"),
+    Row("{net}.head.encoder_projection.", "{projections}.0.0.", BOTTLENECK, "projections"),
     Row("{net}.head.feature_projections.2.", "{projections}.1.0.", BOTTLENECK, "projections"),
     Row("{net}.head.feature_projections.1.", "{projections}.2.0.", BOTTLENECK, "projections"),
     Row("{net}.head.feature_projections.0.", "{projections}.3.0.", BOTTLENECK, "projections"),
     Row("{net}.head.decoded_embedding.", "{head}.embed_layers.0.", LINEAR_AS_CONV, "head"),
+    Row("{net}.head.encoder_embedding.", "{head}.embed_layers.0.", LINEAR_AS_CONV, "head"),
     Row("{net}.head.feature_embeddings.2.", "{head}.embed_layers.1.", LINEAR_AS_CONV, "head"),
     Row("{net}.head.feature_embeddings.1.", "{head}.embed_layers.2.", LINEAR_AS_CONV, "head"),
     Row("{net}.head.feature_embeddings.0.", "{head}.embed_layers.3.", LINEAR_AS_CONV, "head"),

@@ -12,6 +12,12 @@ from madm_pl.models.presets import build_stack
 #: ``torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(42))``.
 BASE_NOISE_SIZE = (64, 64)
 
+#: The VAE encoder layer whose output is the head's finest level when the backbone does not decode (LPLR
+#: off): (down block, resnet) = the first resnet of the third down block, after two downsamplings (stride 4;
+#: 512 channels in SD). The reference's base model config reads it as ``encoder_block_indices=[5]``, its
+#: 5th resnet counted over SD's two resnets per block (``ldm_diffusers.py`` ``vae_encoder``).
+ENCODER_TAP = (2, 0)
+
 #: The UNet up blocks whose last layer (before the upsampler) is tapped: strides 32, 16, 8 (METHOD.md §3).
 #: Strides are 4x, 2x and 1x the VAE's: 32, 16, 8 with SD's VAE (stride 8), 16, 8, 4 with a stride-4 VAE.
 TAPPED_UP_BLOCKS = (1, 2, 3)
@@ -39,17 +45,28 @@ class BackboneOutput:
     Strides and shapes are written for SD's VAE stride 8 ("s32, s16, s8"; latents H/8); a VAE of stride v
     gives taps at 4v, 2v, v and latents H/v (the names s32/s16/s8 stay: the coarsest, middle, finest tap).
 
+    Exactly one of ``decoded`` and ``encoder_feature`` is set: ``decoded`` when the backbone decodes
+    (``decode_output``, LPLR on), ``encoder_feature`` otherwise (METHOD.md §3, "Finest level").
+
     Attributes:
         features: [stride 32, stride 16, stride 8] UNet taps, (B,C_i,H/s,W/s) float, with gradient.
         latent: (B,4,H/8,W/8) float, the UNet's final output (LPLR's "before decoder" prediction).
         decoded: (B,3,H,W) float, ``latent`` decoded by the frozen VAE, detached and NOT clipped: the head
             reads the raw decode, as in the reference (which clips only the copy it visualises). Mostly in
-            [-1,1]; pictures clip it (the image logger does).
+            [-1,1]; pictures clip it (the image logger does). None when the backbone does not decode.
+        encoder_feature: (B,C_e,H/4,W/4) float, the frozen VAE encoder's feature at :data:`ENCODER_TAP`
+            (no gradient); None when the backbone decodes.
     """
 
     features: list[Tensor]
     latent: Tensor
-    decoded: Tensor
+    decoded: Tensor | None = None
+    encoder_feature: Tensor | None = None
+
+    @property
+    def finest(self) -> Tensor:
+        """The head's finest level: ``decoded`` if set, else ``encoder_feature``."""
+        return self.decoded if self.decoded is not None else self.encoder_feature
 
 
 class DiffusionBackbone(nn.Module):
@@ -67,6 +84,10 @@ class DiffusionBackbone(nn.Module):
       :class:`~madm_pl.models.conditioning.PromptConditioning`.
     - Features are read by forward hooks on the last layer of ``unet.up_blocks[1..3]`` (before their
       upsamplers), so diffusers' forward is used unchanged, gradient checkpointing included.
+    - The head's finest level (METHOD.md §3): with ``decode_output`` (LPLR on) the UNet output decoded by
+      the frozen VAE; without, no decode runs and a forward hook reads the VAE encoder's feature at
+      :data:`ENCODER_TAP` (stride 4) during the image's encode, as the reference's backbone does with its
+      ``vae_decoder_loss`` flag off (``ldm_diffusers.py`` ``LdmDiffusers.forward``, ~line 192).
 
     The fixed noise: at the base latent size 64x64 it is a non-persistent buffer drawn from
     ``torch.Generator().manual_seed(noise_seed)``, value for value the reference's. Any other latent size
@@ -91,6 +112,13 @@ class DiffusionBackbone(nn.Module):
             from bf16 copies of fp32 weights anyway, the outputs are bit-identical to the fp32 VAE's
             (``tests/models/test_backbone.py``) at half the weights' memory and without the per-call
             weight casts; without bf16 autocast it cannot run. ``.to(device)`` keeps the dtypes.
+        decode_output: decode the UNet output for the head (the reference's ldm extractor flag
+            ``vae_decoder_loss``, set whenever LPLR is on); off: hand the head the VAE encoder's stride-4
+            feature instead.
+
+    Raises:
+        ValueError: a bad ``vae_dtype``, or ``decode_output=False`` with a VAE of fewer than three blocks
+            (no stride-4 encoder feature).
     """
 
     def __init__(
@@ -99,6 +127,7 @@ class DiffusionBackbone(nn.Module):
         noise_seed: int = 42,
         unet_gradient_checkpointing: bool = False,
         vae_dtype: torch.dtype = torch.float32,
+        decode_output: bool = True,
     ):
         super().__init__()
         if vae_dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -106,6 +135,7 @@ class DiffusionBackbone(nn.Module):
                 f"vae_dtype={vae_dtype}: expected torch.float32, torch.float16 or torch.bfloat16"
             )
         self.noise_seed = noise_seed
+        self.decode_output = decode_output
         stack = build_stack(source)
         self.vae = stack.vae
         self.unet = stack.unet
@@ -135,6 +165,17 @@ class DiffusionBackbone(nn.Module):
 
         self._time_offset: Tensor | None = None
         self._taps: list[Tensor | None] | None = None
+        # [None] while forward encodes the image without decoding (the hook fills it), else None.
+        self._encoder_tap: list[Tensor | None] | None = None
+        if not decode_output:
+            blocks = self.vae.encoder.down_blocks
+            if len(blocks) <= ENCODER_TAP[0]:
+                raise ValueError(
+                    f"decode_output=False reads the VAE encoder's stride-4 feature (down block "
+                    f"{ENCODER_TAP[0]}), but the VAE has {len(blocks)} down blocks: use a VAE of stride "
+                    ">= 4, or turn LPLR on"
+                )
+            blocks[ENCODER_TAP[0]].resnets[ENCODER_TAP[1]].register_forward_hook(self._capture_encoder_tap)
         self.unet.time_embedding.register_forward_hook(self._add_time_offset)
         for index, layer in enumerate(tap_layers(self.unet)):
             # A partial of a bound method (not a closure) so that copy.deepcopy rebinds it to the copy.
@@ -146,6 +187,11 @@ class DiffusionBackbone(nn.Module):
         """Channels of the (stride 32, stride 16, stride 8) taps: (1280, 640, 320) for SD v1-4."""
         blocks = self.unet.up_blocks
         return tuple(blocks[index].resnets[-1].out_channels for index in TAPPED_UP_BLOCKS)
+
+    @property
+    def encoder_feature_channels(self) -> int:
+        """Channels of the VAE encoder feature at :data:`ENCODER_TAP` (512 for SD v1-4, 32 for ``tiny``)."""
+        return int(self.vae.config.block_out_channels[ENCODER_TAP[0]])
 
     @property
     def context_dim(self) -> int:
@@ -265,8 +311,9 @@ class DiffusionBackbone(nn.Module):
             time_offset: (1|B,T) float, added to the UNet's time embedding.
 
         Returns:
-            :class:`BackboneOutput`: taps [s32, s16, s8], the UNet output latent (B,4,H/8,W/8) and its
-            decoding (B,3,H,W), detached and not clipped.
+            :class:`BackboneOutput`: taps [s32, s16, s8], the UNet output latent (B,4,H/8,W/8) and, with
+            ``decode_output``, its decoding (B,3,H,W), detached and not clipped; without, the VAE
+            encoder's feature (B,C_e,H/4,W/4) instead.
 
         Raises:
             ValueError: the image size is not a multiple of :attr:`size_divisor`.
@@ -277,9 +324,18 @@ class DiffusionBackbone(nn.Module):
                 f"image size {height}x{width} is not a multiple of {self.size_divisor} (VAE stride x UNet "
                 "downsamplings): resize or crop the images to multiples of it"
             )
-        latent = self.add_noise(self.encode(image), timestep)
-        features, output = self.forward_latent(latent, timestep, cond, time_offset)
-        return BackboneOutput(features=features, latent=output, decoded=self.decode(output).detach())
+        if self.decode_output:
+            latent = self.add_noise(self.encode(image), timestep)
+            features, output = self.forward_latent(latent, timestep, cond, time_offset)
+            return BackboneOutput(features=features, latent=output, decoded=self.decode(output).detach())
+        self._encoder_tap = [None]
+        try:
+            clean = self.encode(image)
+            encoder_feature = self._encoder_tap[0]
+        finally:
+            self._encoder_tap = None
+        features, output = self.forward_latent(self.add_noise(clean, timestep), timestep, cond, time_offset)
+        return BackboneOutput(features=features, latent=output, encoder_feature=encoder_feature)
 
     def forward_latent(
         self, latent: Tensor, timestep: int | Tensor, cond: Tensor, time_offset: Tensor
@@ -325,6 +381,11 @@ class DiffusionBackbone(nn.Module):
         if self._time_offset is None:
             return None
         return output + self._time_offset.to(output.dtype)
+
+    def _capture_encoder_tap(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        # Only during forward's image encode: LPLR's palette encodes must not overwrite it.
+        if self._encoder_tap is not None:
+            self._encoder_tap[0] = output.detach()
 
     def _capture_tap(self, index: int, module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
         # Only during forward_latent: a gradient-checkpointing recomputation must not overwrite the taps.
