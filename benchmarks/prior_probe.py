@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks.common import t_interval
 from madm_pl.labels import CITYSCAPES_TO_9, IGNORE_INDEX
 from madm_pl.method.metrics import miou_from_confusion
 from madm_pl.models.backbone import tap_layers, tap_output
@@ -314,14 +315,23 @@ def format_denoising_table(
 
 def format_noise_table(table: dict[str, dict[int, list[float]]], timesteps: Sequence[int]) -> str:
     """Markdown: rows = views, columns = t, cells = mean ± std over the seeds, then the paired change from
-    t = 0 to the largest t (mean ± std)."""
+    t = 0 to the largest t (mean ± std, then its 95 % t-interval over the seeds, in bold where it excludes
+    0)."""
     last = max(timesteps)
-    lines = ["| view | " + " | ".join(f"t = {t}" for t in timesteps) + f" | t = {last} - t = 0 |"]
+    lines = ["| view | " + " | ".join(f"t = {t}" for t in timesteps) + f" | t = {last} - t = 0 [95 %] |"]
     lines.append("| --- |" + " --- |" * (len(timesteps) + 1))
     for view, cells in table.items():
         row = [_spread(cells[t]) for t in timesteps]
         if 0 in cells:
-            row.append(_spread([b - a for a, b in zip(cells[0], cells[last])], "{:+.1f}"))
+            changes = [b - a for a, b in zip(cells[0], cells[last])]
+            cell = _spread(changes, "{:+.1f}")
+            interval = t_interval(changes)
+            if interval is not None:
+                low, high = interval
+                cell += f" [{low:+.1f}, {high:+.1f}]"
+                if low > 0 or high < 0:
+                    cell = f"**{cell}**"
+            row.append(cell)
         else:
             row.append("-")
         lines.append(f"| {view} | " + " | ".join(row) + " |")

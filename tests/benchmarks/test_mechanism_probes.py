@@ -52,7 +52,12 @@ def test_control_patterns_are_fixed_and_of_the_given_amplitude() -> None:
 def test_noise_table_reports_the_paired_change() -> None:
     table = {"rgb": {0: [30.0, 32.0], 50: [28.0, 29.0]}}
     text = prior_probe.format_noise_table(table, [0, 50])
-    assert "| rgb | 31.0 ± 1.4 | 28.5 ± 0.7 | -2.5 ± 0.7 |" in text
+    # changes -2, -3: half-width 12.706 x 0.707 / sqrt(2) = 6.35
+    assert "| rgb | 31.0 ± 1.4 | 28.5 ± 0.7 | -2.5 ± 0.7 [-8.9, +3.9] |" in text
+    # changes +2, +3, +4: 3 +- 4.303 / sqrt(3) = [0.52, 5.48], which excludes 0: bold
+    table = {"rgb+noise": {0: [20.0, 20.0, 20.0], 50: [22.0, 23.0, 24.0]}}
+    text = prior_probe.format_noise_table(table, [0, 50])
+    assert "| **+3.0 ± 1.0 [+0.5, +5.5]** |" in text
 
 
 def test_teacher_table_reports_accuracy_q_and_the_change() -> None:
