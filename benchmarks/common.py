@@ -1,8 +1,9 @@
 """Shared by the benchmark scripts: random training batches, the arguments of a bare Trainer, timing on
 CPU or GPU, the GiB column and the report sections the scripts fill in BENCHMARKS.md."""
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -101,3 +102,28 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as file:
         file.write(text.encode())
+
+
+#: Student's t, 97.5 % quantile, by degrees of freedom (1..30): the half-width of a two-sided 95 % interval
+#: of a mean is ``T_975[n - 1] * std / sqrt(n)`` (standard tables; checked against scipy in the tests).
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+    20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+    29: 2.045, 30: 2.042,
+}  # fmt: skip
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The two-sided 95 % t-interval of the mean of ``values`` (None for fewer than 2 values).
+
+    Raises:
+        ValueError: more than 31 values (beyond the table).
+    """
+    if len(values) < 2:
+        return None
+    if len(values) - 1 not in T_975:
+        raise ValueError(f"t_interval: {len(values)} values; the t table covers 2 to 31")
+    mean = statistics.fmean(values)
+    half = T_975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
+    return mean - half, mean + half

@@ -26,6 +26,19 @@ shows whether the probe can see noise help where the gap is of that kind; it is 
 real modalities:
 
     python -m benchmarks.prior_probe --timesteps 0 25 50 100 --seeds 0 1 2 --control-amplitude 0.6
+
+``--probe-timestep matched`` trains one probe per t, on the RGB scenes noised and read at that same t,
+and reads every view at t with it. The default reader (``0``, trained at t = 0) is DPLG's teacher, which
+is trained on clean source and reads the noised target; the matched reader removes what changing t does
+to the taps by itself (the UNet's time embedding moves them even for a clean latent), so that what is left
+is whether the noise shrinks the gap in the prior's features, DPLG's premise without its reader.
+
+``--denoising`` asks whether the prior is a denoiser at all: for held-out latents of every modality,
+noised at t with a fresh standard-normal draw per image, the UNet's epsilon error against that of the
+best linear estimate from the latents' global mean and variance (:func:`linear_eps_estimate`), which
+knows nothing about images. A UNet far under that floor removes noise a linear shrinkage cannot:
+
+    python -m benchmarks.prior_probe --denoising --timesteps 0 10 25 50 100 200 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks.common import t_interval
 from madm_pl.labels import CITYSCAPES_TO_9, IGNORE_INDEX
 from madm_pl.method.metrics import miou_from_confusion
 from madm_pl.models.backbone import tap_layers, tap_output
@@ -171,9 +185,12 @@ def noise_table(
     control: float | None,
     control_kind: str = "latent",
     views_shown: Sequence[str] | None = None,
+    probe_timestep: str = "0",
 ) -> dict[str, dict[int, list[float]]]:
     """Probe (b): per view (the modalities, and ``rgb+pattern`` with a control amplitude) and timestep, the
-    RGB-trained probe's mIoU on each seed's test scenes. Returns ``{view: {t: [mIoU per seed]}}``."""
+    RGB-trained probe's mIoU on each seed's test scenes. ``probe_timestep`` ``"0"``: one probe trained on
+    RGB at t = 0 reads every t; ``"matched"``: the probe read at t was trained on RGB at t. Returns
+    ``{view: {t: [mIoU per seed]}}``."""
     from madm_pl.models import DiffusionBackbone
 
     backbone = DiffusionBackbone(source).eval()
@@ -199,34 +216,132 @@ def noise_table(
                 views["rgb+noise"] = (views["rgb"][0], noise)
         if views_shown is not None:
             views = {name: view for name, view in views.items() if name in views_shown}
-        probe = fit_probe(*positions(noised_features(backbone, train_images[:, 0], 0), train_labels))
+        reader_steps = list(timesteps) if probe_timestep == "matched" else [0]
+        probes = {
+            r: fit_probe(*positions(noised_features(backbone, train_images[:, 0], r), train_labels))
+            for r in reader_steps
+        }
         for view, (images, offset) in views.items():
             for t in timesteps:
+                probe = probes[t if probe_timestep == "matched" else 0]
                 rows, targets = positions(noised_features(backbone, images, t, offset), test_labels)
                 table.setdefault(view, {}).setdefault(t, []).append(miou(probe(rows), targets))
     return table
 
 
+def linear_eps_estimate(noised: Tensor, alpha_bar: float, mean: float, variance: float) -> Tensor:
+    """The best linear estimate of the noise in ``noised = sqrt(abar) z + sqrt(1 - abar) eps`` from z's
+    global mean and variance alone (z and eps independent, eps standard normal): the floor a denoiser that
+    knows nothing about images reaches.
+
+    ``eps_hat = sqrt(1 - abar) / (abar var + 1 - abar) * (noised - sqrt(abar) mean)``; its expected squared
+    error per element is ``abar var / (abar var + 1 - abar)``.
+
+    Args:
+        noised: (...) float, the noised latents.
+        alpha_bar: abar_t in (0, 1].
+        mean, variance: z's mean and variance per element.
+
+    Returns:
+        (...) float, like ``noised``.
+    """
+    gain = (1 - alpha_bar) ** 0.5 / (alpha_bar * variance + 1 - alpha_bar)
+    return gain * (noised - alpha_bar**0.5 * mean)
+
+
+@torch.no_grad()
+def denoising_table(
+    source: str, seeds: Sequence[int], count: int, timesteps: Sequence[int], batch_size: int = 16
+) -> dict[str, dict[int, list[tuple[float, float]]]]:
+    """Is the prior a denoiser? Per modality and t, for each seed's ``count`` held-out scenes (the test
+    scenes of :func:`noise_table`'s seed), the UNet's epsilon MSE and :func:`linear_eps_estimate`'s on the
+    encoded latents noised at t with a fresh standard-normal draw per image (generator seeded by the seed).
+
+    Returns:
+        ``{modality: {t: [(unet MSE, linear MSE) per seed]}}``.
+    """
+    from madm_pl.models import DiffusionBackbone
+
+    backbone = DiffusionBackbone(source).eval()
+    time_offset = torch.zeros(1, backbone.time_embed_dim)
+    alpha_bars = backbone.scheduler.alphas_cumprod
+    table: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for seed in seeds:
+        images, _ = scenes(HELDOUT_START + 2000 * seed + 1000, count)
+        generator = torch.Generator().manual_seed(seed)
+        for index, modality in enumerate(MODALITIES):
+            latents = torch.cat(
+                [
+                    backbone.encode(images[start : start + batch_size, index].float() / 127.5 - 1)
+                    for start in range(0, count, batch_size)
+                ]
+            )
+            mean, variance = latents.mean().item(), latents.var().item()
+            for t in timesteps:
+                alpha_bar = float(alpha_bars[t])
+                eps = torch.randn(latents.shape, generator=generator)
+                noised = alpha_bar**0.5 * latents + (1 - alpha_bar) ** 0.5 * eps
+                predicted = torch.cat(
+                    [
+                        backbone.forward_latent(
+                            noised[start : start + batch_size], t, backbone.uncond, time_offset
+                        )[1]
+                        for start in range(0, count, batch_size)
+                    ]
+                )
+                linear = linear_eps_estimate(noised, alpha_bar, mean, variance)
+                errors = (F.mse_loss(predicted, eps).item(), F.mse_loss(linear, eps).item())
+                table.setdefault(modality, {}).setdefault(t, []).append(errors)
+    return table
+
+
+def format_denoising_table(
+    table: dict[str, dict[int, list[tuple[float, float]]]], timesteps: Sequence[int]
+) -> str:
+    """Markdown: rows = t, per modality the UNet's epsilon MSE and the linear floor's (means over the
+    seeds, the UNet's ± std)."""
+    modalities = list(table)
+    lines = ["| t | " + " | ".join(f"{m}: UNet / linear" for m in modalities) + " |"]
+    lines.append("| --- |" + " --- |" * len(modalities))
+    for t in timesteps:
+        cells = []
+        for modality in modalities:
+            unet = [u for u, _ in table[modality][t]]
+            linear = float(np.mean([lin for _, lin in table[modality][t]]))
+            cells.append(f"{_spread(unet, '{:.3f}', '{:.3f}')} / {linear:.3f}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_noise_table(table: dict[str, dict[int, list[float]]], timesteps: Sequence[int]) -> str:
     """Markdown: rows = views, columns = t, cells = mean ± std over the seeds, then the paired change from
-    t = 0 to the largest t (mean ± std)."""
+    t = 0 to the largest t (mean ± std, then its 95 % t-interval over the seeds, in bold where it excludes
+    0)."""
     last = max(timesteps)
-    lines = ["| view | " + " | ".join(f"t = {t}" for t in timesteps) + f" | t = {last} - t = 0 |"]
+    lines = ["| view | " + " | ".join(f"t = {t}" for t in timesteps) + f" | t = {last} - t = 0 [95 %] |"]
     lines.append("| --- |" + " --- |" * (len(timesteps) + 1))
     for view, cells in table.items():
         row = [_spread(cells[t]) for t in timesteps]
         if 0 in cells:
-            row.append(_spread([b - a for a, b in zip(cells[0], cells[last])], "{:+.1f}"))
+            changes = [b - a for a, b in zip(cells[0], cells[last])]
+            cell = _spread(changes, "{:+.1f}")
+            interval = t_interval(changes)
+            if interval is not None:
+                low, high = interval
+                cell += f" [{low:+.1f}, {high:+.1f}]"
+                if low > 0 or high < 0:
+                    cell = f"**{cell}**"
+            row.append(cell)
         else:
             row.append("-")
         lines.append(f"| {view} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def _spread(values: Sequence[float], form: str = "{:.1f}") -> str:
+def _spread(values: Sequence[float], form: str = "{:.1f}", spread_form: str = "{:.1f}") -> str:
     if len(values) < 2:
         return form.format(values[0])
-    return f"{form.format(float(np.mean(values)))} ± {float(np.std(values, ddof=1)):.1f}"
+    return f"{form.format(float(np.mean(values)))} ± {spread_form.format(float(np.std(values, ddof=1)))}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -244,10 +359,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--views", nargs="+", default=None, help="with --timesteps: only these views (e.g. rgb rgb+pattern)"
     )
+    parser.add_argument(
+        "--probe-timestep",
+        choices=("0", "matched"),
+        default="0",
+        help="with --timesteps: train the probe on RGB at t = 0 (DPLG's teacher) or at each read t",
+    )
+    parser.add_argument(
+        "--denoising",
+        action="store_true",
+        help="with --timesteps: the UNet's epsilon error against a linear floor",
+    )
     args = parser.parse_args(argv)
+    if args.denoising and args.timesteps is None:
+        parser.error("--denoising needs --timesteps")
     if args.timesteps is not None:
         if any(t < 0 or t >= 1000 for t in args.timesteps):
             parser.error("--timesteps must lie in [0, 1000)")
+        if args.denoising:
+            for source in args.backbones:
+                errors = denoising_table(source, args.seeds, args.scenes, sorted(args.timesteps))
+                head = f"{source}: epsilon MSE, UNet (mean ± std) / linear floor"
+                print(f"{head}, seeds {args.seeds}, {args.scenes} scenes\n")
+                print(format_denoising_table(errors, sorted(args.timesteps)) + "\n", flush=True)
+            return
         for source in args.backbones:
             table = noise_table(
                 source,
@@ -257,11 +392,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.control_amplitude,
                 args.control_kind,
                 args.views,
+                args.probe_timestep,
             )
             control = ""
             if args.control_amplitude is not None:
                 control = f"; control: {args.control_kind} pattern, amplitude {args.control_amplitude}"
-            head = f"{source}: RGB-trained probe (t = 0) mIoU, seeds {args.seeds}, {args.scenes} scenes"
+            reader = "t = 0" if args.probe_timestep == "0" else "at the read t"
+            head = f"{source}: RGB-trained probe ({reader}) mIoU, seeds {args.seeds}, {args.scenes} scenes"
             print(f"{head}{control}\n")
             print(format_noise_table(table, sorted(args.timesteps)) + "\n", flush=True)
         return

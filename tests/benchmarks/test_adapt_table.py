@@ -213,15 +213,17 @@ def test_options_a_method_never_reads_are_left_out_of_its_recipe(table: ModuleTy
     assert "lplr_source_weight" not in table.active_model_options(oracle)
 
 
-def test_t_interval_by_hand_and_against_scipy(table: ModuleType) -> None:
+def test_t_interval_by_hand_and_against_scipy() -> None:
+    from benchmarks.common import T_975, t_interval
+
     # differences 1, 2, 3: mean 2, std 1, n 3: 2 +- 4.303 / sqrt(3) = 2 +- 2.484
-    low, high = table.t_interval([1.0, 2.0, 3.0])
+    low, high = t_interval([1.0, 2.0, 3.0])
     assert (low, high) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
-    assert table.t_interval([5.0]) is None
+    assert t_interval([5.0]) is None
     with pytest.raises(ValueError, match="2 to 31"):
-        table.t_interval([1.0] * 32)
+        t_interval([1.0] * 32)
     stats = pytest.importorskip("scipy.stats")
-    for df, value in table.T_975.items():
+    for df, value in T_975.items():
         assert value == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4), df
 
 
