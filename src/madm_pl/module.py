@@ -24,7 +24,7 @@ from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
 from madm_pl.method.ema import ema_alpha, ema_update
 from madm_pl.method.lplr import lplr_loss, painted_label
 from madm_pl.method.metrics import miou_from_confusion, pixel_accuracy
-from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_label
+from madm_pl.method.pseudo_label import PseudoLabels, mixed_weight, pseudo_labels
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
@@ -294,26 +294,33 @@ class MADMModule(LightningModule):
         return dplg_timestep(iteration, t0, hp.dplg_t_end)
 
     @torch.no_grad()
-    def pseudo_label_logits(self, image: torch.Tensor, iteration: int) -> tuple[torch.Tensor, int]:
-        """The pseudo-labeller's logits on images at the DPLG timestep of ``iteration`` (for pictures).
+    def pseudo_labels(
+        self, image: torch.Tensor, iteration: int, generator: torch.Generator | None = None
+    ) -> tuple[PseudoLabels, int]:
+        """Pseudo-labels of images from the pseudo-labeller at the DPLG timestep of ``iteration`` (§4.4).
 
-        Runs in the module's current train/eval mode (eval during validation: BatchNorm running
-        statistics, no dropout), unlike the training step's teacher, which uses batch statistics.
+        The one rule for pseudo-labels and their confident pixels: the training step calls it with its
+        generator (t0 drawn from {dplg_t0, dplg_t0 + 1}), the validation pictures without (t0 = dplg_t0).
+        It runs in the module's current train/eval mode: train mode in the training step, as in the
+        reference (BatchNorm batch statistics, dropout active), eval mode during validation.
 
         Args:
             image: (B,3,H,W) float in [0,1].
-            iteration: 0-based optimiser step whose timestep to use (t0 = dplg_t0).
+            iteration: 0-based optimiser step whose timestep to use.
+            generator: the training step's random stream, or None for t0 = dplg_t0.
 
         Returns:
-            logits (B,C,H,W) float, unnormalised, and the timestep used.
+            ``PseudoLabels`` (label (B,H,W) int64, confident (B,H,W) bool, weight q (B,)) at the
+            ``pseudo_label_threshold``, and the timestep used.
 
         Raises:
             ValueError: in ``source_only`` and ``oracle`` modes, which make no pseudo-labels.
         """
         if self.mode != "madm":
             raise ValueError(f"model.mode={self.mode!r} makes no pseudo-labels; only mode 'madm' does")
-        timestep = self.pseudo_label_timestep(iteration)
-        return self.segment(self.pseudo_labeller, image, timestep)[0], timestep
+        timestep = self.pseudo_label_timestep(iteration, generator)
+        logits, _ = self.segment(self.pseudo_labeller, image, timestep)
+        return pseudo_labels(logits, self.hparams.pseudo_label_threshold), timestep
 
     # -------------------------------------------------------------------------------- training
     @property
@@ -400,48 +407,58 @@ class MADMModule(LightningModule):
         # 3. ClassMix masks (per sample, half of the source classes).
         mask = classmix_masks(source_label, generator, hp.classmix_include_ignore) if hp.classmix else None
 
-        # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep.
-        timestep = self.pseudo_label_timestep(self.iteration, generator)
-        teacher = self.pseudo_labeller
-        # The teacher stays in train mode, as in the reference (BN batch statistics, dropout active):
-        # Lightning keeps the whole module, teacher included, in train mode during fit.
-        with torch.no_grad():
-            teacher_logits, _ = self.segment(teacher, target_image, timestep)
-            target_pseudo_label, confidence = pseudo_label(teacher_logits, hp.pseudo_label_threshold)
-            confident = confidence_mask(teacher_logits, hp.pseudo_label_threshold)  # q's pixels, to show
+        # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep. The teacher
+        # stays in train mode, as in the reference: Lightning keeps the whole module in train mode in fit.
+        pseudo, timestep = self.pseudo_labels(target_image, self.iteration, generator)
         self.log("train/dplg_timestep", float(timestep))
-        self.log("train/pseudo_label_weight", confidence.mean())
+        self.log("train/pseudo_label_weight", pseudo.weight.mean())
         if "target_label" in batch:
             # Only with data.target_train_labels (a diagnostic; the method never reads these labels).
-            accuracy = pixel_accuracy(target_pseudo_label, batch["target_label"])
+            accuracy = pixel_accuracy(pseudo.label, batch["target_label"])
             self.log("train/pseudo_label_accuracy", accuracy)
 
         if mask is not None:
-            mixed_image = mix(mask, source_image, target_image)
-            mixed_label = mix(mask, source_label, target_pseudo_label)
-            pixel_weight = mixed_weight(mask, confidence)
+            mixed_image = self.mix_images(mask, source_image, target_image)
+            mixed_label = mix(mask, source_label, pseudo.label)
+            pixel_weight = mixed_weight(mask, pseudo.weight)
         else:
-            mixed_image, mixed_label = target_image, target_pseudo_label
-            pixel_weight = confidence.view(-1, 1, 1).expand_as(target_pseudo_label)
-        mixed_image = strong_augment(mixed_image, generator, color_jitter=hp.color_jitter)
+            mixed_image, mixed_label = target_image, pseudo.label
+            pixel_weight = pseudo.weight.view(-1, 1, 1).expand_as(pseudo.label)
+        mixed_image = self.augment(mixed_image, generator)
 
         # 5. Student on the mixed image: weighted CE (+ LPLR on the painted mixed label, weighted by q).
-        mixed_logits, mixed_out = self.segment(self.student, mixed_image)
+        mixed_logits, mixed_out = self.segment_mixed(mixed_image)
         losses = {"target": segmentation_loss(mixed_logits, mixed_label, pixel_weight)}
         if hp.lplr_target:
             target_latent = self.palette_latent(mixed_label)
             losses["lplr_target"] = hp.lplr_target_weight * lplr_loss(
-                mixed_out.latent, target_latent, mixed_label, confidence
+                mixed_out.latent, target_latent, mixed_label, pseudo.weight
             )
         visuals.update(
             target_image=target_image,
-            pseudo_label=target_pseudo_label,
-            confidence_mask=confident,
+            pseudo_label=pseudo.label,
+            confidence_mask=pseudo.confident,
             mixed_image=mixed_image,
             mixed_label=mixed_label,
             mixed_prediction=mixed_logits,
         )
         return losses
+
+    # Seams of the mixed pass (METHOD.md §4.3, §4.5): a study overrides one of them in a subclass to
+    # change one ingredient (benchmarks/q_zero_ablation.py); the recipe is what they do here.
+    def mix_images(
+        self, mask: torch.Tensor, source_image: torch.Tensor, target_image: torch.Tensor
+    ) -> torch.Tensor:
+        """The ClassMix image (B,3,h,w): source pixels where ``mask`` (B,1,h,w) is 1, target elsewhere."""
+        return mix(mask, source_image, target_image)
+
+    def augment(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The strong augmentation (colour jitter, blur) of the mixed image (B,3,h,w) in [0,1]."""
+        return strong_augment(image, generator, color_jitter=self.hparams.color_jitter)
+
+    def segment_mixed(self, image: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The student's pass on the (augmented) mixed image: ``segment(self.student, image)``."""
+        return self.segment(self.student, image)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
