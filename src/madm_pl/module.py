@@ -8,35 +8,31 @@ student's conditioning and head (METHOD.md §4.1). ``training_step`` follows MET
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from madm_pl.labels import IGNORE_INDEX, get_task
+from madm_pl.evaluation import SegmentationScores, log_scores
+from madm_pl.labels import get_task
 from madm_pl.method.augment import COLOR_JITTERS, strong_augment
 from madm_pl.method.classmix import classmix_masks, mix
 from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
 from madm_pl.method.ema import ema_alpha, ema_update
 from madm_pl.method.lplr import lplr_loss, painted_label
-from madm_pl.method.metrics import miou_from_confusion, pixel_accuracy
+from madm_pl.method.metrics import pixel_accuracy
 from madm_pl.method.pseudo_label import PseudoLabels, mixed_weight, pseudo_labels
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
-from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw
+from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw, parameter_groups
 
 Mode = Literal["madm", "source_only", "oracle"]
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: The trainer precision each reduced-precision VAE needs (its weights meet fp32 tensors only under it).
 _VAE_PRECISION = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
-#: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
-REFERENCE_PROTOCOL = "reference_protocol"
 
 
 def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded", "vae_encoder"]:
@@ -212,16 +208,9 @@ class MADMModule(LightningModule):
         if self.teacher is not None:
             self.teacher.requires_grad_(False)
         self.register_buffer("palette", torch.from_numpy(self.task.palette), persistent=False)
-        self.val_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
-        self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
-        # Only the images of the reference's rank-0 share (batches' "in_reference_share").
-        self.val_confusion_reference = MulticlassConfusionMatrix(
-            self.task.num_classes, ignore_index=IGNORE_INDEX
-        )
-        self.test_confusion_reference = MulticlassConfusionMatrix(
-            self.task.num_classes, ignore_index=IGNORE_INDEX
-        )
-        self._reference_scored = False
+        # The scores of the target test split (evaluation.py), one per stage.
+        self.val_scores = SegmentationScores(self.task.num_classes)
+        self.test_scores = SegmentationScores(self.task.num_classes)
         # Filled at the end of validate/test for the callbacks (IoU table, confusion matrix image).
         self.last_scores: dict[str, Any] = {}
         self._checkpoint_iteration = 0
@@ -474,72 +463,32 @@ class MADMModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------------------ evaluation
-    def _evaluate(
-        self,
-        batch: dict[str, Any],
-        confusion: MulticlassConfusionMatrix,
-        reference: MulticlassConfusionMatrix,
-    ) -> None:
-        prediction = self(batch["image"]).argmax(1)
-        confusion.update(prediction, batch["label"])
-        share = batch.get("in_reference_share")
-        if share is not None:
-            # Every rank updates (possibly with no image), so all ranks agree on what compute() syncs.
-            reference.update(prediction[share], batch["label"][share])
-            self._reference_scored = True
+    def _evaluate(self, batch: dict[str, Any], scores: SegmentationScores) -> None:
+        scores.update(self(batch["image"]).argmax(1), batch["label"], batch.get("in_reference_share"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_confusion, self.val_confusion_reference)
+        self._evaluate(batch, self.val_scores)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_confusion, self.test_confusion_reference)
+        self._evaluate(batch, self.test_scores)
 
-    def _log_scores(
-        self, stage: str, confusion: MulticlassConfusionMatrix, reference: MulticlassConfusionMatrix
-    ) -> None:
-        # compute() sums the confusion over all ranks before scoring (the reference scored shards).
-        matrix = confusion.compute()
-        miou, iou = miou_from_confusion(matrix)
-        confusion.reset()
-        self._log_iou(stage, "", miou, iou)
+    def _finish_evaluation(self, stage: str, scores: SegmentationScores) -> None:
+        result = scores.compute()  # summed over all processes first
+        scores.reset()
+        log_scores(self.log, stage, self.task.classes, result)
         # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
         fitting = self.trainer.state.fn == "fit"
         iteration = self.global_step if fitting else self._checkpoint_iteration
-        self.last_scores = {
-            "stage": stage,
-            "miou": miou,
-            "iou": iou.cpu(),
-            "confusion": matrix.cpu(),  # (C,C) int64 pixel counts, rows = ground truth
-            "iteration": iteration,
-        }
-        if self._reference_scored:
-            # The reference's rank-0 share of the split (data/reference.py), next to the whole split.
-            miou, iou = miou_from_confusion(reference.compute())
-            self._log_iou(stage, f"_{REFERENCE_PROTOCOL}", miou, iou)
-            self.last_scores[REFERENCE_PROTOCOL] = {"miou": miou, "iou": iou.cpu()}
-        reference.reset()
-        self._reference_scored = False
-
-    def _log_iou(self, stage: str, suffix: str, miou: float, iou: torch.Tensor) -> None:
-        """Log ``<stage>/miou<suffix>`` and ``<stage>_iou/<class><suffix>`` in percent (absent: skipped).
-
-        Rounded once to two decimals, as the IoU table prints them: the bar, TensorBoard, the checkpoint
-        name and the table show the same digits (float32 logging would otherwise round 19.695 up).
-        The per-class curves have their own group, so that ``val/miou`` is the first card of ``val/``.
-        """
-        self.log(f"{stage}/miou{suffix}", round(miou * 100, 2), prog_bar=not suffix, sync_dist=False)
-        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
-            if not math.isnan(value):
-                self.log(f"{stage}_iou/{name.replace(' ', '_')}{suffix}", round(value * 100, 2))
+        self.last_scores = {"stage": stage, **result, "iteration": iteration}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_iteration = checkpoint.get("global_step", 0)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.val_confusion, self.val_confusion_reference)
+        self._finish_evaluation("val", self.val_scores)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.test_confusion, self.test_confusion_reference)
+        self._finish_evaluation("test", self.test_scores)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps for a folder of target images: (B,H,W) int64 at the network input size."""
@@ -547,39 +496,21 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The trained parameters in AdamW's named groups (weight decay except for norm layers and biases).
-
-        Groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``, ``conditioning`` (prompt,
-        gates, time embedding: all decayed), ``head``, ``head_no_decay`` (projections and DAFormer head).
-        Every group's learning rate is ``lr``, the head's ``lr * head_lr_multiplier``.
+        """The trained parameters in AdamW's named groups (``optim.parameter_groups``): ``unet``,
+        ``unet_no_decay``, ``conditioning`` (prompt, gates, time embedding), ``head``, ``head_no_decay``
+        (projections and DAFormer head); every group's learning rate is ``lr``, the head's
+        ``lr * head_lr_multiplier``.
 
         Returns:
             ``[{"name", "params", "weight_decay", "lr"}, ...]``, empty groups left out.
         """
         hp = self.hparams
-        groups = []
-        seen: set[int] = set()
         parts = (
             ("unet", self.backbone.unet, hp.lr),
             ("conditioning", self.student.conditioning, hp.lr),
             ("head", self.student.head, hp.lr * hp.head_lr_multiplier),
         )
-        for part, module, lr in parts:
-            decay, no_decay = [], []
-            for submodule in module.modules():
-                for name, param in submodule.named_parameters(recurse=False):
-                    if not param.requires_grad or id(param) in seen:
-                        continue
-                    seen.add(id(param))
-                    is_norm = isinstance(submodule, _NORM_TYPES)
-                    (no_decay if is_norm or name.endswith("bias") else decay).append(param)
-            for name, params, weight_decay in (
-                (part, decay, hp.weight_decay),
-                (f"{part}_no_decay", no_decay, 0.0),
-            ):
-                if params:
-                    groups.append({"name": name, "params": params, "weight_decay": weight_decay, "lr": lr})
-        return groups
+        return parameter_groups(parts, hp.weight_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over :meth:`parameter_groups` in ``optimizer``'s mode; the LR factor per step (METHOD.md §5).
