@@ -33,6 +33,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
 from madm_pl.errors import OptionError
+from madm_pl.lightning_private import named_subcommand_parser, parser_actions
 
 #: Whether the parsers print jsonargparse's own message and usage (``--debug`` / ``MADM_DEBUG=1``).
 FULL_PARSER_MESSAGES: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -203,14 +204,13 @@ def _class_options(class_path: str) -> list[str]:
 def parser_keys(parser: Any) -> list[str]:
     """Every dotted option a parser takes (``trainer.max_steps``, ``model``, ``checkpoint.monitor``)."""
     keys = []
-    for action in getattr(parser, "_actions", []):
+    for action in parser_actions(parser):
         keys += [s[2:] for s in action.option_strings if s.startswith("--") and s[2:] not in ("help",)]
     return keys
 
 
 def _subcommand_parser(parser: Any, name: str) -> Any:
-    action = getattr(parser, "_subcommands_action", None)
-    return None if action is None else action._name_parser_map.get(name)
+    return named_subcommand_parser(parser, name)
 
 
 def _subcommand_args(args: Sequence[str], name: str) -> list[str]:
