@@ -2,8 +2,9 @@
 CPU or GPU, the GiB column and the report sections the scripts fill in BENCHMARKS.md."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -42,6 +43,13 @@ class RandomPairs(Dataset):
             "source_label": label,
             "target_image": torch.rand(3, *shape, generator=generator),
         }
+
+
+def madm_head(widths: Mapping[str, int], activation_checkpointing: bool = False) -> dict[str, Any]:
+    """``MADMModule``'s ``head`` option for the DAFormer head (``models.MADMHead``) of ``widths``
+    (``embed_dim``, ``projection_channels``, ``decoded_projection_channels``, ``bottleneck_width``)."""
+    init_args = {**widths, "activation_checkpointing": activation_checkpointing}
+    return {"class_path": "madm_pl.models.MADMHead", "init_args": init_args}
 
 
 def synchronize(device: torch.device) -> None:

@@ -37,6 +37,7 @@ from benchmarks.common import (
     BARE_TRAINER,
     RandomPairs,
     has_markers,
+    madm_head,
     markers,
     replace_between_markers,
     synchronize,
@@ -184,12 +185,16 @@ def main(argv: list[str] | None = None) -> None:
         module = MADMModule(
             task="rgb2infrared",
             backbone=args.backbone,
-            head_embed_dim=args.head_embed_dim,
-            head_projection_channels=args.head_projection_channels,
-            head_decoded_channels=args.head_decoded_channels,
-            head_bottleneck_width=args.head_bottleneck_width,
+            head=madm_head(
+                {
+                    "embed_dim": args.head_embed_dim,
+                    "projection_channels": args.head_projection_channels,
+                    "decoded_projection_channels": args.head_decoded_channels,
+                    "bottleneck_width": args.head_bottleneck_width,
+                },
+                activation_checkpointing=args.checkpointing,
+            ),
             unet_gradient_checkpointing=args.checkpointing,
-            head_activation_checkpointing=args.checkpointing,
             compile_unet=args.compile_unet,
             dplg_t_end=10_000,
         )

@@ -8,6 +8,9 @@ student's conditioning and head (METHOD.md §4.1). ``training_step`` follows MET
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -26,7 +29,7 @@ from madm_pl.method.metrics import pixel_accuracy
 from madm_pl.method.pseudo_label import PseudoLabels, mixed_weight, pseudo_labels
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
-from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
+from madm_pl.models import DiffusionBackbone, HeadFactory, MADMHead, PromptConditioning
 from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw, parameter_groups
 
 Mode = Literal["madm", "source_only", "oracle"]
@@ -48,10 +51,54 @@ def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded"
     return "decoded" if (lplr_source or lplr_target) else "vae_encoder"
 
 
+def head_factory(head: Any) -> HeadFactory:
+    """The ``HeadFactory`` of ``model.head``: ``MADMHead`` for None, the class of a ``{"class_path": ...,
+    "init_args": {...}}`` mapping (as ``cli.instantiate`` and the hyper-parameters hold it) with its
+    options, or ``head`` itself (a class or ``functools.partial``, as the CLI gives it).
+
+    Raises:
+        ValueError: a ``class_path`` that does not import (naming model.init_args.head).
+    """
+    if head is None:
+        return MADMHead
+    if not (isinstance(head, Mapping) or hasattr(head, "class_path")):
+        return head
+    spec = dict(head) if isinstance(head, Mapping) else vars(head)
+    module, _, name = str(spec.get("class_path", "")).rpartition(".")
+    try:
+        class_ = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"model.init_args.head.class_path={spec.get('class_path')!r} does not import ({error}); give the "
+            "dotted path of a head class (madm_pl.models.MADMHead)"
+        ) from None
+    init_args = spec.get("init_args") or {}
+    init_args = init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args)
+    return functools.partial(class_, **init_args)
+
+
+def head_description(head: Any) -> Any:
+    """``model.head`` as plain data for the hyper-parameters: unchanged when it is None or a config
+    (``class_path`` + ``init_args``, as the CLI stores it); a class as ``{"class_path": ...}``; a
+    ``functools.partial`` of one (how jsonargparse and Python callers give options) as ``{"class_path":
+    ..., "init_args": {...}}``; anything else by its ``repr``."""
+    if head is None or isinstance(head, (dict, str)) or hasattr(head, "class_path"):
+        return head
+    init_args: dict[str, Any] = {}
+    while isinstance(head, functools.partial):
+        init_args = {**head.keywords, **init_args}
+        classes = [arg for arg in head.args if isinstance(arg, type)]
+        head = classes[-1] if classes else head.func
+    if isinstance(head, type):
+        class_path = f"{head.__module__}.{head.__qualname__}"
+        return {"class_path": class_path, "init_args": init_args} if init_args else {"class_path": class_path}
+    return repr(head)
+
+
 class Student(nn.Module):
     """What the teacher averages: the prompt/time conditioning and the head (METHOD.md §4.1)."""
 
-    def __init__(self, conditioning: PromptConditioning, head: MADMHead) -> None:
+    def __init__(self, conditioning: PromptConditioning, head: nn.Module) -> None:
         super().__init__()
         self.conditioning = conditioning
         self.head = head
@@ -72,12 +119,12 @@ class MADMModule(LightningModule):
             reference's; needs ``trainer.precision: 16-mixed``) or ``bfloat16`` (convolution and linear
             weights in bf16, norms fp32; needs ``bf16-mixed``, under which it gives the fp32 VAE's outputs
             bit for bit at half its memory: the 24 GB mode's). The precision is checked at setup.
-        head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
-        head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
-        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128; used
-            only with LPLR on).
-        head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
-        head_activation_checkpointing: recompute the full-resolution head in backward.
+        head: the segmentation head (projections + decoder), in a config a ``class_path`` + ``init_args``
+            (``models.HeadFactory``): the module builds it with the backbone's tap and VAE-encoder channels,
+            the task's classes and the finest level LPLR decides (``head_finest_level``); ``init_args`` are
+            the head's own options. None: ``models.MADMHead`` (DAFormer) with its defaults, the paper's
+            widths (embed_dim 256, projection_channels 512, decoded_projection_channels 128,
+            bottleneck_width 128) without activation checkpointing.
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
             supervised on labelled target training images only; needs ``data.target_train_labels``).
         classmix: mix source and target with ClassMix masks (off: the student trains on the target image).
@@ -124,11 +171,7 @@ class MADMModule(LightningModule):
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
         vae_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
-        head_embed_dim: int = 256,
-        head_projection_channels: int = 512,
-        head_decoded_channels: int = 128,
-        head_bottleneck_width: int = 128,
-        head_activation_checkpointing: bool = False,
+        head: HeadFactory | None = None,
         mode: Mode = "madm",
         classmix: bool = True,
         classmix_include_ignore: bool = True,
@@ -152,6 +195,9 @@ class MADMModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # A head given in Python (a class or functools.partial) is stored by name and options, so that a
+        # checkpoint's hyper-parameters stay plain data (they are loaded with weights_only=True).
+        self.hparams["head"] = head_description(self.hparams.get("head"))
         self.task = get_task(task)
         if num_classes is not None and num_classes != self.task.num_classes:
             raise ValueError(
@@ -191,18 +237,17 @@ class MADMModule(LightningModule):
             time_embed_dim=self.backbone.time_embed_dim,
             num_tokens=self.backbone.num_tokens,
         )
-        head = MADMHead(
-            self.backbone.feature_channels,
-            self.task.num_classes,
-            embed_dim=head_embed_dim,
-            projection_channels=head_projection_channels,
-            decoded_projection_channels=head_decoded_channels,
-            bottleneck_width=head_bottleneck_width,
-            activation_checkpointing=head_activation_checkpointing,
-            finest_level=head_finest_level(lplr_source, lplr_target),
-            encoder_channels=self.backbone.encoder_feature_channels,
+        # The head's shape from the backbone, the task and LPLR (its finest level); the rest from the config.
+        build_head = head_factory(head)
+        self.student = Student(
+            conditioning,
+            build_head(
+                feature_channels=self.backbone.feature_channels,
+                num_classes=self.task.num_classes,
+                finest_level=head_finest_level(lplr_source, lplr_target),
+                encoder_channels=self.backbone.encoder_feature_channels,
+            ),
         )
-        self.student = Student(conditioning, head)
         # The teacher is a separate copy only when it is an EMA; it never enters the optimiser.
         self.teacher = copy.deepcopy(self.student) if (ema and mode == "madm") else None
         if self.teacher is not None:
