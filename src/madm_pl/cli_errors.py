@@ -201,6 +201,15 @@ def _class_options(class_path: str) -> list[str]:
     return [p for p in parameters if p != "self" and parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
 
 
+def _moved_options(class_path: str) -> dict[str, str]:
+    """A class's ``moved_options`` (old option -> where it went, under ``init_args``), or {}."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return dict(getattr(getattr(importlib.import_module(module), name), "moved_options", {}))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+
+
 def parser_keys(parser: Any) -> list[str]:
     """Every dotted option a parser takes (``trainer.max_steps``, ``model``, ``checkpoint.monitor``)."""
     keys = []
@@ -269,11 +278,11 @@ def explain(message: str, parser: Any, args: Sequence[str], prog: str) -> str:
         name = not_accepted["name"]
         key = f"{group}.init_args.{name}"
         options = _class_options(class_path["class_path"])
-        suggestion = nearest_name(name, options)
+        moved = _moved_options(class_path["class_path"]).get(name)
+        suggestion = moved or nearest_name(name, options)
         help_hint = f"{prog} --{group}.help {short_class} lists its options"
-        return _unknown(
-            key, f"{short_class} has no option '{name}'", suggestion, f"{group}.init_args.", args, help_hint
-        )
+        reason = f"{short_class} has no option '{name}'" + (f" (it moved to {moved})" if moved else "")
+        return _unknown(key, reason, suggestion, f"{group}.init_args.", args, help_hint)
 
     match = _DOES_NOT_ACCEPT.search(message)
     if match:

@@ -11,7 +11,7 @@ import copy
 import functools
 import importlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -161,6 +161,16 @@ class MADMModule(LightningModule):
         adamw_implementation: torch's AdamW kernels, ``foreach`` (the recipe's) or ``fused`` (one kernel;
             differs from foreach in the last bits): a switch to measure speed with.
     """
+
+    #: Options that moved (issue 29): old name -> its place under ``model.init_args``, for the CLI's
+    #: error on a config written before (``cli_errors``).
+    moved_options: ClassVar[dict[str, str]] = {
+        "head_embed_dim": "head.init_args.embed_dim",
+        "head_projection_channels": "head.init_args.projection_channels",
+        "head_decoded_channels": "head.init_args.decoded_projection_channels",
+        "head_bottleneck_width": "head.init_args.bottleneck_width",
+        "head_activation_checkpointing": "head.init_args.activation_checkpointing",
+    }
 
     def __init__(
         self,
