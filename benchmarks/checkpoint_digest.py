@@ -17,18 +17,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import madm_head
+from benchmarks.common import DEMO_CONFIG, config_head_widths, madm_head
 from madm_pl.callbacks import checkpoint_file
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO
 from madm_pl.module import MADMModule
 
 #: The demo config's head (configs/demo/base.yaml).
-DEMO_HEAD = {
-    "embed_dim": 32,
-    "projection_channels": 64,
-    "decoded_projection_channels": 32,
-    "bottleneck_width": 32,
-}
+DEMO_HEAD = config_head_widths(DEMO_CONFIG)
 SD14_CHECKPOINT_BYTES = 3.4e9
 
 

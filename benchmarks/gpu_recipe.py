@@ -59,16 +59,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from benchmarks.common import BARE_TRAINER, RandomPairs, gib, madm_head, synchronize
+from benchmarks.common import BARE_TRAINER, RandomPairs, config_head_widths, gib, madm_head, synchronize
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
-PAPER_HEAD = {
-    "embed_dim": 256,
-    "projection_channels": 512,
-    "decoded_projection_channels": 128,
-    "bottleneck_width": 128,
-}
+PAPER_HEAD = config_head_widths()  # configs/base.yaml's
 
 
 @dataclass(frozen=True)

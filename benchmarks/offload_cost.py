@@ -27,15 +27,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import madm_head
+from benchmarks.common import config_head_widths, madm_head
 from madm_pl.module import MADMModule
 
-PAPER_HEAD = {
-    "embed_dim": 256,
-    "projection_channels": 512,
-    "decoded_projection_channels": 128,
-    "bottleneck_width": 128,
-}
+PAPER_HEAD = config_head_widths()  # configs/base.yaml's
 GIB = 2**30
 
 

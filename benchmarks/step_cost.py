@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from benchmarks.common import (
     BARE_TRAINER,
     RandomPairs,
+    config_head_widths,
     has_markers,
     madm_head,
     markers,
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head-decoded-channels", type=int, default=32)
     parser.add_argument("--head-bottleneck-width", type=int, default=32)
     parser.add_argument(
-        "--paper-head", action="store_true", help="the paper's head widths (256/512/128/128), as the configs"
+        "--paper-head", action="store_true", help="the paper's head widths, read from configs/base.yaml"
     )
     parser.add_argument("--checkpointing", action="store_true", help="UNet + head activation checkpointing")
     parser.add_argument("--compile-unet", action="store_true")
@@ -177,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     if args.paper_head:
-        args.head_embed_dim, args.head_projection_channels = 256, 512
-        args.head_decoded_channels, args.head_bottleneck_width = 128, 128
+        paper = config_head_widths()
+        args.head_embed_dim, args.head_projection_channels = paper["embed_dim"], paper["projection_channels"]
+        args.head_decoded_channels = paper["decoded_projection_channels"]
+        args.head_bottleneck_width = paper["bottleneck_width"]
     data = make_data(args)
     # Initialising 860M parameters on the GPU takes seconds; on the CPU, minutes.
     with torch.device("cuda" if args.accelerator == "gpu" else "cpu"):

@@ -7,6 +7,7 @@ for the overrides a CPU needs: the tiny stack, a narrow head, small sizes and fa
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from jsonargparse import Namespace
 from madm_pl.cli import MADMCLI, main
 from madm_pl.data.datasets import load_label_map
 from madm_pl.labels import IGNORE_INDEX
+from madm_pl.models import MADMHead
 from tests.fake_trees import FakeTree, split_label, write_image_folder
 
 # pytest's own command line is in sys.argv when the tests call the CLI with args=[...]
@@ -140,6 +142,12 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert model.task == data.task == task
     assert {key: model[key] for key in COMMON_MODEL} == COMMON_MODEL
     assert model.head.as_dict() == PAPER_HEAD
+    # written once in the code too: MADMHead's defaults (the module's default head) are the paper's widths
+    defaults = inspect.signature(MADMHead).parameters
+    assert {name: defaults[name].default for name in PAPER_HEAD["init_args"]} == {
+        **PAPER_HEAD["init_args"],
+        "activation_checkpointing": False,
+    }
     assert {key: data[key] for key in COMMON_DATA} == COMMON_DATA
     # a folder scan of DSEC keeps the frames of the reference's lists (train: even from 000002)
     assert data.dsec_frames == ("reference" if task == "rgb2event" else "all")

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import RandomPairs, madm_head
+from benchmarks.common import RandomPairs, config_head_widths, madm_head
 from benchmarks.ledger.allocator import CachingAllocatorModel
 from benchmarks.ledger.calibration import CONV_WORKSPACE_COEFFICIENT, ConvWorkspace, cublas_workspace_bytes
 from benchmarks.ledger.emulation import CudaEmulation
@@ -48,13 +48,8 @@ from benchmarks.ledger.tracker import Category, MemoryLedger, PhaseRecord, Snaps
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
-#: The paper head (configs/rgb2*.yaml): embed 256, projections 512/128, bottleneck width 128.
-PAPER_HEAD = {
-    "embed_dim": 256,
-    "projection_channels": 512,
-    "decoded_projection_channels": 128,
-    "bottleneck_width": 128,
-}
+#: The paper head's widths, read from configs/base.yaml through the project's parser.
+PAPER_HEAD = config_head_widths()
 #: A narrow head for the tiny stack (the smoke test).
 TINY_HEAD = {
     "embed_dim": 16,

@@ -6,6 +6,7 @@ See :mod:`madm_pl.convert` for the command line and what the written file holds.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import pickle
 import sys
@@ -31,6 +32,7 @@ from madm_pl.convert.table import (
 )
 from madm_pl.data.io import atomic_write
 from madm_pl.labels import TASKS, get_task
+from madm_pl.models import MADMHead
 
 
 # ------------------------------------------------------------------------------------- the file
@@ -128,13 +130,9 @@ HEAD_SIZE_KEYS: dict[str, tuple[str, int]] = {
 #: The input of the reference's level-0 projection: 3 channels (the decoded image) with LPLR on.
 LEVEL_0_INPUT_KEY = "backbone.feature_projections.0.0.conv1.weight"
 
-#: The paper's head widths (configs/base.yaml's model.init_args.head.init_args).
-PAPER_HEAD = {
-    "embed_dim": 256,
-    "projection_channels": 512,
-    "decoded_projection_channels": 128,
-    "bottleneck_width": 128,
-}
+#: The paper's head widths: ``MADMHead``'s defaults
+#: (configs/base.yaml states the same, checked by tests/test_configs.py).
+PAPER_HEAD = {name: inspect.signature(MADMHead).parameters[name].default for name in HEAD_SIZE_KEYS}
 
 
 def head_sizes(reference: Mapping[str, Tensor], task: str) -> dict[str, int]:
