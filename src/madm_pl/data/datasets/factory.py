@@ -12,9 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# The real datasets and the folder kind register themselves by being defined (TargetDataset.registry).
-from madm_pl.data.datasets import deliver, dsec, fmb, folder  # noqa: F401
 from madm_pl.data.datasets.base import DataOption, SegmentationDataset, TargetDataset, as_task
+
+# The built-in target datasets register themselves by being defined (TargetDataset.registry).
+from madm_pl.data.datasets.deliver import DeliverDepthDataset  # noqa: F401
+from madm_pl.data.datasets.dsec import DSECEventDataset  # noqa: F401
+from madm_pl.data.datasets.fmb import FMBInfraredDataset  # noqa: F401
+from madm_pl.data.datasets.folder import ImageFolderDataset  # noqa: F401
 from madm_pl.data.io import ImageScaling
 from madm_pl.labels import Task
 
