@@ -17,17 +17,13 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import DEMO_CONFIG, config_head_widths, madm_head
 from madm_pl.callbacks import checkpoint_file
 from madm_pl.callbacks.checkpoint import AtomicCheckpointIO
 from madm_pl.module import MADMModule
 
 #: The demo config's head (configs/demo/base.yaml).
-DEMO_HEAD = {
-    "head_embed_dim": 32,
-    "head_projection_channels": 64,
-    "head_decoded_channels": 32,
-    "head_bottleneck_width": 32,
-}
+DEMO_HEAD = config_head_widths(DEMO_CONFIG)
 SD14_CHECKPOINT_BYTES = 3.4e9
 
 
@@ -48,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    module = MADMModule(task="rgb2infrared", backbone="tiny", **DEMO_HEAD)
+    module = MADMModule(task="rgb2infrared", backbone="tiny", head=madm_head(DEMO_HEAD))
     checkpoint = {"state_dict": module.state_dict(), "global_step": 1}
     weights = sum(value.numel() * value.element_size() for value in checkpoint["state_dict"].values())
     plugin = AtomicCheckpointIO()

@@ -1,15 +1,21 @@
 """Shared by the benchmark scripts: random training batches, the arguments of a bare Trainer, timing on
 CPU or GPU, the GiB column and the report sections the scripts fill in BENCHMARKS.md."""
 
+import functools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from madm_pl.labels import IGNORE_INDEX
+
+#: The published recipe (its head: configs/base.yaml) and the demo recipe (its head: configs/demo/base.yaml).
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "rgb2infrared.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "rgb2infrared.yaml"
 
 #: Trainer arguments of a bare training loop: nothing to log, save, validate or draw while timing.
 BARE_TRAINER = {
@@ -43,6 +49,29 @@ class RandomPairs(Dataset):
             "source_label": label,
             "target_image": torch.rand(3, *shape, generator=generator),
         }
+
+
+def config_head_widths(config: Path = PAPER_CONFIG) -> dict[str, int]:
+    """The widths of a config's head (``model.init_args.head.init_args`` without
+    ``activation_checkpointing``: ``embed_dim``, ``projection_channels``, ``decoded_projection_channels``,
+    ``bottleneck_width``) as ``madm-pl fit`` parses the config (``cli.parse_config``), so that the paper's
+    256/512/128/128 are written only in configs/base.yaml (and the demo's in configs/demo/base.yaml)."""
+    return dict(_config_head_widths(Path(config).resolve()))
+
+
+@functools.cache
+def _config_head_widths(config: Path) -> tuple[tuple[str, int], ...]:
+    from madm_pl.cli import parse_config
+
+    init_args = parse_config(["-c", str(config)]).model.init_args.head.init_args.as_dict()
+    return tuple((name, value) for name, value in init_args.items() if name != "activation_checkpointing")
+
+
+def madm_head(widths: Mapping[str, int], activation_checkpointing: bool = False) -> dict[str, Any]:
+    """``MADMModule``'s ``head`` option for the DAFormer head (``models.MADMHead``) of ``widths``
+    (``embed_dim``, ``projection_channels``, ``decoded_projection_channels``, ``bottleneck_width``)."""
+    init_args = {**widths, "activation_checkpointing": activation_checkpointing}
+    return {"class_path": "madm_pl.models.MADMHead", "init_args": init_args}
 
 
 def synchronize(device: torch.device) -> None:

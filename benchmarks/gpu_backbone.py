@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from benchmarks.common import gib, synchronize, timed
+from benchmarks.common import config_head_widths, gib, synchronize, timed
 from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
 
 
@@ -36,7 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--preset", default="sd14-random", help="backbone source: tiny, sd14-random or a folder"
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 1])
-    parser.add_argument("--embed-dim", type=int, default=256, help="head width (paper: 256)")
+    parser.add_argument(
+        "--embed-dim", type=int, default=None, help="head width (default: the paper's, configs/base.yaml)"
+    )
     parser.add_argument("--num-classes", type=int, default=11)
     parser.add_argument("--timestep", type=int, default=50, help="teacher (DPLG) timestep")
     parser.add_argument("--warmup", type=int, default=1)
@@ -66,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     with device:
         backbone = DiffusionBackbone(args.preset)
         conditioning = PromptConditioning(backbone.context_dim, backbone.time_embed_dim, backbone.num_tokens)
-        head = MADMHead(backbone.feature_channels, args.num_classes, embed_dim=args.embed_dim)
+        widths = config_head_widths()  # the paper head's (configs/base.yaml), --embed-dim replacing its width
+        if args.embed_dim is not None:
+            widths["embed_dim"] = args.embed_dim
+        head = MADMHead(backbone.feature_channels, args.num_classes, **widths)
     # The constant buffers (uncond, noise) are made on the CPU; move them too.
     for module in (backbone, conditioning, head):
         module.to(device).train()
@@ -110,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"\n{args.preset}, {args.size}x{args.size}, bf16 autocast, head embed {args.embed_dim}, {name}, "
+        f"\n{args.preset}, {args.size}x{args.size}, bf16 autocast, head embed {head.classifier.in_channels}, "
+        f"{name}, "
         f"torch {torch.__version__}\n"
     )
     print("| batch | UNet ckpt | student fwd+bwd ms | student peak GiB | teacher fwd ms | teacher peak GiB |")

@@ -59,16 +59,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from benchmarks.common import BARE_TRAINER, RandomPairs, gib, synchronize
+from benchmarks.common import BARE_TRAINER, RandomPairs, config_head_widths, gib, madm_head, synchronize
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
-PAPER_HEAD = {
-    "head_embed_dim": 256,
-    "head_projection_channels": 512,
-    "head_decoded_channels": 128,
-    "head_bottleneck_width": 128,
-}
+PAPER_HEAD = config_head_widths()  # configs/base.yaml's
 
 
 @dataclass(frozen=True)
@@ -108,10 +103,10 @@ SDPA_BACKENDS = {
     "math": "MATH",
 }
 SMOKE_HEAD = {
-    "head_embed_dim": 16,
-    "head_projection_channels": 32,
-    "head_decoded_channels": 32,
-    "head_bottleneck_width": 32,
+    "embed_dim": 16,
+    "projection_channels": 32,
+    "decoded_projection_channels": 32,
+    "bottleneck_width": 32,
 }
 
 
@@ -183,12 +178,11 @@ def build_module(args: argparse.Namespace, mode: Mode, compile_unet: bool | None
         task=args.task,
         backbone="tiny" if args.smoke else "sd14-random",
         unet_gradient_checkpointing=mode.checkpointing,
-        head_activation_checkpointing=mode.checkpointing,
+        head=madm_head(SMOKE_HEAD if args.smoke else PAPER_HEAD, activation_checkpointing=mode.checkpointing),
         compile_unet=mode.compile_unet if compile_unet is None else compile_unet,
         vae_dtype=mode.vae_dtype,
         optimizer=mode.optimizer,
         adamw_implementation=mode.adamw_implementation or args.adamw_implementation,
-        **(SMOKE_HEAD if args.smoke else PAPER_HEAD),
     )
     if args.channels_last:
         module.to(memory_format=torch.channels_last)

@@ -187,7 +187,7 @@ def report(
     results: list[LedgerResult], calibration: list[CalibrationRow], problem: Problem, coefficient: float
 ) -> str:
     """The markdown section (without its markers)."""
-    embed = dict(problem.head)["head_embed_dim"]
+    embed = dict(problem.head)["embed_dim"]
     head = "paper head" if dict(problem.head) == PAPER_HEAD else f"head embed {embed}"
     header = (
         f"Predicted (not measured) by `python -m benchmarks.memory_ledger` on the 2-core CPU machine, torch "

@@ -27,21 +27,17 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import config_head_widths, madm_head
 from madm_pl.module import MADMModule
 
-PAPER_HEAD = {
-    "head_embed_dim": 256,
-    "head_projection_channels": 512,
-    "head_decoded_channels": 128,
-    "head_bottleneck_width": 128,
-}
+PAPER_HEAD = config_head_widths()  # configs/base.yaml's
 GIB = 2**30
 
 
 def paper_model_on_meta() -> MADMModule:
     """``sd14-random`` with the paper head, built on the ``meta`` device (shapes only, nothing allocated)."""
     with torch.device("meta"):
-        return MADMModule(backbone="sd14-random", **PAPER_HEAD)
+        return MADMModule(backbone="sd14-random", head=madm_head(PAPER_HEAD))
 
 
 def parameter_counts(module: MADMModule) -> dict[str, Any]:

@@ -23,13 +23,12 @@ the paired difference to self-training.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +45,11 @@ VARIANTS = ("no-strong-augmentation", "source-background", "frozen-bn-statistics
 
 
 def ablated_module_class() -> type:
-    """``MADMModule`` with one change to the student's pass on the mixed image (``self.ablation``)."""
+    """``MADMModule`` with one change to the student's pass on the mixed image (``self.ablation``), made
+    through the module's seams of that pass (``mix_images``, ``augment``, ``segment_mixed``)."""
     import torch
     from torch import nn
 
-    import madm_pl.module as module_file
     from madm_pl.models.backbone import BackboneOutput
     from madm_pl.module import MADMModule
 
@@ -58,36 +57,26 @@ def ablated_module_class() -> type:
         def __init__(self, ablation: str | None = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.ablation = ablation
-            self._mixed_pass = False
 
-        def _target_losses(self, batch, generator, visuals):
-            patches = []
+        def augment(self, image, generator):
             if self.ablation == "no-strong-augmentation":
-                patches.append(("strong_augment", lambda images, generator: images))
+                return image
+            return super().augment(image, generator)
+
+        def mix_images(self, mask, source_image, target_image):
             if self.ablation == "source-background":
-                original = module_file.mix
+                return source_image  # the pasted pixels keep their source background
+            return super().mix_images(mask, source_image, target_image)
 
-                def mix_images_from_source(mask, source, target):
-                    return source if source.dim() == 4 else original(mask, source, target)
-
-                patches.append(("mix", mix_images_from_source))
-            with _patched(module_file, patches):
-                self._mixed_pass = True
-                try:
-                    return super()._target_losses(batch, generator, visuals)
-                finally:
-                    self._mixed_pass = False
-
-        def segment(self, net, image, timestep=0):
-            if not (self._mixed_pass and net is self.student):
-                return super().segment(net, image, timestep)
+        def segment_mixed(self, image):
+            net = self.student
             if self.ablation == "frozen-bn-statistics":
                 norms = [m for m in net.head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
                 saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
                 for norm in norms:
                     norm.momentum = 0.0  # batch statistics normalise; running statistics stay as they are
                 try:
-                    return super().segment(net, image, timestep)
+                    return super().segment_mixed(image)
                 finally:
                     for norm, (momentum, tracked) in zip(norms, saved):
                         norm.momentum = momentum
@@ -95,26 +84,14 @@ def ablated_module_class() -> type:
             if self.ablation == "head-only":
                 cond, time_offset = net.conditioning(self.backbone.uncond)
                 with torch.no_grad():
-                    out = self.backbone(image * 2 - 1, timestep, cond, time_offset)
+                    out = self.backbone(image * 2 - 1, 0, cond, time_offset)
                 out = BackboneOutput(
                     [f.detach() for f in out.features], out.latent.detach(), out.decoded, out.encoder_feature
                 )
                 return net.head(out.features, out.finest, image.shape[-2:]), out
-            return super().segment(net, image, timestep)
+            return super().segment_mixed(image)
 
     return AblatedModule
-
-
-@contextlib.contextmanager
-def _patched(module: Any, patches: list[tuple[str, Any]]) -> Iterator[None]:
-    saved = [(name, getattr(module, name)) for name, _ in patches]
-    for name, value in patches:
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved:
-            setattr(module, name, value)
 
 
 def run_variant(job: dict[str, Any]) -> dict[str, Any]:

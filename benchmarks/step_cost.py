@@ -36,7 +36,9 @@ from torch.utils.data import DataLoader
 from benchmarks.common import (
     BARE_TRAINER,
     RandomPairs,
+    config_head_widths,
     has_markers,
+    madm_head,
     markers,
     replace_between_markers,
     synchronize,
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head-decoded-channels", type=int, default=32)
     parser.add_argument("--head-bottleneck-width", type=int, default=32)
     parser.add_argument(
-        "--paper-head", action="store_true", help="the paper's head widths (256/512/128/128), as the configs"
+        "--paper-head", action="store_true", help="the paper's head widths, read from configs/base.yaml"
     )
     parser.add_argument("--checkpointing", action="store_true", help="UNet + head activation checkpointing")
     parser.add_argument("--compile-unet", action="store_true")
@@ -176,20 +178,26 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     if args.paper_head:
-        args.head_embed_dim, args.head_projection_channels = 256, 512
-        args.head_decoded_channels, args.head_bottleneck_width = 128, 128
+        paper = config_head_widths()
+        args.head_embed_dim, args.head_projection_channels = paper["embed_dim"], paper["projection_channels"]
+        args.head_decoded_channels = paper["decoded_projection_channels"]
+        args.head_bottleneck_width = paper["bottleneck_width"]
     data = make_data(args)
     # Initialising 860M parameters on the GPU takes seconds; on the CPU, minutes.
     with torch.device("cuda" if args.accelerator == "gpu" else "cpu"):
         module = MADMModule(
             task="rgb2infrared",
             backbone=args.backbone,
-            head_embed_dim=args.head_embed_dim,
-            head_projection_channels=args.head_projection_channels,
-            head_decoded_channels=args.head_decoded_channels,
-            head_bottleneck_width=args.head_bottleneck_width,
+            head=madm_head(
+                {
+                    "embed_dim": args.head_embed_dim,
+                    "projection_channels": args.head_projection_channels,
+                    "decoded_projection_channels": args.head_decoded_channels,
+                    "bottleneck_width": args.head_bottleneck_width,
+                },
+                activation_checkpointing=args.checkpointing,
+            ),
             unet_gradient_checkpointing=args.checkpointing,
-            head_activation_checkpointing=args.checkpointing,
             compile_unet=args.compile_unet,
             dplg_t_end=10_000,
         )

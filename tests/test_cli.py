@@ -80,6 +80,17 @@ def test_unknown_model_option_names_the_nearest_and_the_fix(capsys: pytest.Captu
     assert line.endswith("has no option 'dplg_tt0'; did you mean `dplg_t0`? Fix: --model.init_args.dplg_t0=3")
 
 
+def test_a_moved_head_option_names_its_new_place(capsys: pytest.CaptureFixture[str]) -> None:
+    # the five model.head_* options of configs written before issue 29 are the head's init_args now
+    line = _one_line_error(capsys, ["fit", "-c", str(DEMO), "--model.init_args.head_decoded_channels=16"])
+    assert line == (
+        "madm-pl fit: error: --model.init_args.head_decoded_channels=16: MADMModule has no option "
+        "'head_decoded_channels' (it moved to head.init_args.decoded_projection_channels); did you mean "
+        "`head.init_args.decoded_projection_channels`? Fix: "
+        "--model.init_args.head.init_args.decoded_projection_channels=16"
+    )
+
+
 def test_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     # argparse's allow_abbrev would take --trainer.max_step for --trainer.max_steps (and print the
     # config with max_steps: 5, exit 0).

@@ -7,6 +7,7 @@ for the overrides a CPU needs: the tiny stack, a narrow head, small sizes and fa
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from jsonargparse import Namespace
 from madm_pl.cli import MADMCLI, main
 from madm_pl.data.datasets import load_label_map
 from madm_pl.labels import IGNORE_INDEX
+from madm_pl.models import MADMHead
 from tests.fake_trees import FakeTree, split_label, write_image_folder
 
 # pytest's own command line is in sys.argv when the tests call the CLI with args=[...]
@@ -55,16 +57,22 @@ TASK_VALUES: dict[str, dict[str, Any]] = {
         "lplr_source_weight": 20.0,
     },
 }
+#: The DAFormer head with the paper's widths (model.init_args.head; was the five model.head_* options).
+PAPER_HEAD = {
+    "class_path": "madm_pl.models.MADMHead",
+    "init_args": {
+        "embed_dim": 256,
+        "projection_channels": 512,
+        "decoded_projection_channels": 128,
+        "bottleneck_width": 128,
+        "activation_checkpointing": True,
+    },
+}
 COMMON_MODEL = {
     "backbone": "path/to/stable-diffusion-v1-4",
     "noise_seed": 42,
     "unet_gradient_checkpointing": True,
     "vae_dtype": "float32",
-    "head_embed_dim": 256,
-    "head_projection_channels": 512,
-    "head_decoded_channels": 128,
-    "head_bottleneck_width": 128,
-    "head_activation_checkpointing": True,
     "mode": "madm",
     "classmix": True,
     "classmix_include_ignore": True,
@@ -133,6 +141,13 @@ def test_paper_config_values(task: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert config.model.class_path == "madm_pl.module.MADMModule"
     assert model.task == data.task == task
     assert {key: model[key] for key in COMMON_MODEL} == COMMON_MODEL
+    assert model.head.as_dict() == PAPER_HEAD
+    # written once in the code too: MADMHead's defaults (the module's default head) are the paper's widths
+    defaults = inspect.signature(MADMHead).parameters
+    assert {name: defaults[name].default for name in PAPER_HEAD["init_args"]} == {
+        **PAPER_HEAD["init_args"],
+        "activation_checkpointing": False,
+    }
     assert {key: data[key] for key in COMMON_DATA} == COMMON_DATA
     # a folder scan of DSEC keeps the frames of the reference's lists (train: even from 000002)
     assert data.dsec_frames == ("reference" if task == "rgb2event" else "all")
@@ -160,7 +175,7 @@ def test_placeholders_fail_naming_the_option(tmp_path: Path, capsys: pytest.Capt
         main(["fit", "-c", config, "--trainer.accelerator=cpu", *run])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.match(r"madm-pl: error: model\.backbone='path/to/stable-diffusion-v1-4'.*vae/", last)
-    tiny = ["--model.init_args.backbone=tiny", "--model.init_args.head_embed_dim=16"]
+    tiny = ["--model.init_args.backbone=tiny", "--model.init_args.head.init_args.embed_dim=16"]
     with pytest.raises(SystemExit):
         main(["fit", "-c", config, "--trainer.accelerator=cpu", *run, *tiny])
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -174,10 +189,10 @@ def cpu_overrides(tmp_path: Path, source: FakeTree, target: FakeTree) -> list[st
         f"--trainer.default_root_dir={tmp_path / 'run'}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'run'}",
         "--model.init_args.backbone=tiny",
-        "--model.init_args.head_embed_dim=16",
-        "--model.init_args.head_projection_channels=32",
-        "--model.init_args.head_decoded_channels=32",
-        "--model.init_args.head_bottleneck_width=32",
+        "--model.init_args.head.init_args.embed_dim=16",
+        "--model.init_args.head.init_args.projection_channels=32",
+        "--model.init_args.head.init_args.decoded_projection_channels=32",
+        "--model.init_args.head.init_args.bottleneck_width=32",
         f"--data.init_args.source_root={source.root}",
         f"--data.init_args.target_root={target.root}",
         "--data.init_args.source_resize=[64,128]",

@@ -9,6 +9,7 @@ processes; with 3 images on 2 processes it would count one image twice.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from madm_pl.data import CrossModalityDataModule
+from madm_pl.models import MADMHead
 from madm_pl.module import MADMModule
 from tests.fake_trees import FakeTree, write_fmb
 from tests.models.test_head import inputs as head_inputs
@@ -70,10 +72,13 @@ def test_two_processes_score_the_test_split_as_one(cityscapes_tree: FakeTree, tm
     module = MADMModule(
         task="rgb2infrared",
         backbone="tiny",
-        head_embed_dim=16,
-        head_projection_channels=32,
-        head_decoded_channels=32,
-        head_bottleneck_width=32,
+        head=partial(
+            MADMHead,
+            embed_dim=16,
+            projection_channels=32,
+            decoded_projection_channels=32,
+            bottleneck_width=32,
+        ),
     )
     one = test_scores(1, module, datamodule(cityscapes_tree, fmb))
     two = test_scores(2, module, datamodule(cityscapes_tree, fmb))

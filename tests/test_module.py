@@ -22,9 +22,17 @@ from madm_pl.optim import HostOffloadAdamW
 from tests.fake_trees import FakeTree, image_value, split_label, write_cityscapes, write_file_list, write_fmb
 
 SIZE = 64  # crop and test size: the tiny stack needs multiples of 8 (VAE stride) and 32 (UNet taps)
-TINY_HEAD = dict(
-    head_embed_dim=16, head_projection_channels=32, head_decoded_channels=32, head_bottleneck_width=32
-)
+TINY_HEAD = {
+    "head": {
+        "class_path": "madm_pl.models.MADMHead",
+        "init_args": {
+            "embed_dim": 16,
+            "projection_channels": 32,
+            "decoded_projection_channels": 32,
+            "bottleneck_width": 32,
+        },
+    }
+}
 
 
 def make_module(**overrides) -> MADMModule:
@@ -375,8 +383,8 @@ def test_confidence_mask_visual_is_the_pixels_of_q(synthetic_root: Path, tmp_pat
     assert mask.float().mean(dim=(1, 2)).mean().item() == pytest.approx(logged_q)
 
 
-def test_pseudo_label_logits_use_the_dplg_timestep(synthetic_root: Path) -> None:
-    module = make_module(dplg_t0=50, dplg_t_end=10).eval()
+def test_pseudo_labels_use_the_dplg_timestep_and_the_threshold(synthetic_root: Path) -> None:
+    module = make_module(dplg_t0=50, dplg_t_end=10, pseudo_label_threshold=0.2).eval()
     image = torch.rand(1, 3, SIZE, SIZE)
     seen: list[int] = []
     forward = module.backbone.forward
@@ -386,13 +394,16 @@ def test_pseudo_label_logits_use_the_dplg_timestep(synthetic_root: Path) -> None
         return forward(image, timestep, cond, time_offset)
 
     module.backbone.forward = spy
-    logits, timestep = module.pseudo_label_logits(image, iteration=5)
+    pseudo, timestep = module.pseudo_labels(image, iteration=5)
     assert timestep == 25 == dplg_timestep(5, 50, 10) and seen == [25]  # t0 = dplg_t0, no draw
-    torch.testing.assert_close(logits, module.segment(module.teacher, image, 25)[0])
-    assert module.pseudo_label_logits(image, iteration=10)[1] == 0
+    logits = module.segment(module.teacher, image, 25)[0]
+    torch.testing.assert_close(pseudo.label, logits.argmax(1))
+    confident = torch.softmax(logits, 1).amax(1) >= 0.2  # the module's threshold, not the default
+    assert torch.equal(pseudo.confident, confident) and 0 < confident.float().mean() <= 1
+    assert module.pseudo_labels(image, iteration=10)[1] == 0
     assert make_module(dplg=False).pseudo_label_timestep(0) == 0
     with pytest.raises(ValueError, match="makes no pseudo-labels"):
-        make_module(mode="source_only").pseudo_label_logits(image, 0)
+        make_module(mode="source_only").pseudo_labels(image, 0)
 
 
 # --------------------------------------------------------------------- the reference protocol

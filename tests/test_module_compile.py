@@ -12,10 +12,15 @@ from madm_pl.module import MADMModule
 
 TINY = {
     "backbone": "tiny",
-    "head_embed_dim": 16,
-    "head_projection_channels": 32,
-    "head_decoded_channels": 32,
-    "head_bottleneck_width": 32,
+    "head": {
+        "class_path": "madm_pl.models.MADMHead",
+        "init_args": {
+            "embed_dim": 16,
+            "projection_channels": 32,
+            "decoded_projection_channels": 32,
+            "bottleneck_width": 32,
+        },
+    },
 }
 
 

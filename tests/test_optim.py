@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from madm_pl.optim import HostOffloadAdamW, adamw_8bit_class, build_adamw
+from madm_pl.optim import HostOffloadAdamW, adamw_8bit_class, build_adamw, parameter_groups
 
 
 def make_params(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -197,3 +197,16 @@ def test_8bit_state_dict_round_trip(eager_compile, tmp_path) -> None:
     for expected, actual in zip(params, copy_params, strict=True):
         assert torch.equal(actual, expected)
     assert math.isclose(float(resumed.param_groups[0]["lr"]), float(optimizer.param_groups[0]["lr"]))
+
+
+def test_parameter_groups_split_norms_and_biases_and_share_nothing() -> None:
+    conv, norm, frozen = torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(2, 2)
+    frozen.requires_grad_(False)
+    head = torch.nn.Sequential(conv, norm, frozen)
+    shared = torch.nn.Sequential(conv)  # conv is in both parts: only the first one holds it
+    groups = parameter_groups([("unet", shared, 1e-3), ("head", head, 1e-2)], weight_decay=0.05)
+    by_name = {g["name"]: g for g in groups}
+    assert list(by_name) == ["unet", "unet_no_decay", "head_no_decay"]  # no empty "head" group
+    assert by_name["unet"]["params"] == [conv.weight] and by_name["unet_no_decay"]["params"] == [conv.bias]
+    assert by_name["head_no_decay"]["params"] == [norm.weight, norm.bias]
+    assert [(g["weight_decay"], g["lr"]) for g in groups] == [(0.05, 1e-3), (0.0, 1e-3), (0.0, 1e-2)]

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import RandomPairs
+from benchmarks.common import RandomPairs, config_head_widths, madm_head
 from benchmarks.ledger.allocator import CachingAllocatorModel
 from benchmarks.ledger.calibration import CONV_WORKSPACE_COEFFICIENT, ConvWorkspace, cublas_workspace_bytes
 from benchmarks.ledger.emulation import CudaEmulation
@@ -48,19 +48,14 @@ from benchmarks.ledger.tracker import Category, MemoryLedger, PhaseRecord, Snaps
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
-#: The paper head (configs/rgb2*.yaml): embed 256, projections 512/128, bottleneck width 128.
-PAPER_HEAD = {
-    "head_embed_dim": 256,
-    "head_projection_channels": 512,
-    "head_decoded_channels": 128,
-    "head_bottleneck_width": 128,
-}
+#: The paper head's widths, read from configs/base.yaml through the project's parser.
+PAPER_HEAD = config_head_widths()
 #: A narrow head for the tiny stack (the smoke test).
 TINY_HEAD = {
-    "head_embed_dim": 16,
-    "head_projection_channels": 32,
-    "head_decoded_channels": 32,
-    "head_bottleneck_width": 32,
+    "embed_dim": 16,
+    "projection_channels": 32,
+    "decoded_projection_channels": 32,
+    "bottleneck_width": 32,
 }
 
 
@@ -323,10 +318,9 @@ def build_module(mode: Mode, problem: Problem, emulation: CudaEmulation) -> MADM
             task=problem.task,
             backbone=problem.backbone,
             unet_gradient_checkpointing=mode.checkpointing,
-            head_activation_checkpointing=mode.checkpointing,
+            head=madm_head(dict(problem.head), activation_checkpointing=mode.checkpointing),
             # the module's own option: conv/linear weights in bf16, norms in fp32 (MODES.md)
             vae_dtype="bfloat16" if mode.vae_bf16 else "float32",
-            **dict(problem.head),
         )
     module.to("meta")  # the buffers made on the CPU (palette, uncond, fixed noise), the tiny stack
     if mode.checkpointing:

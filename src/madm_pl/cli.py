@@ -53,6 +53,13 @@ from madm_pl.callbacks.tensorboard import LearningRates
 from madm_pl.cli_errors import FULL_PARSER_MESSAGES, OptionParser, trainer_option_error
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.errors import OptionError, run_reporting_errors, split_debug
+from madm_pl.lightning_private import (
+    add_listed_subcommand,
+    build_trainer,
+    cli_value,
+    overrides_private,
+    subcommand_parser,
+)
 from madm_pl.module import MADMModule
 from madm_pl.run_folders import passed_over_note
 
@@ -130,21 +137,18 @@ class MADMCLI(LightningCLI):
             "resume command all run with it (the demo configs: 1, BENCHMARKS.md 'Threads').",
         )
 
-    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
-        super()._add_subcommands(parser, **kwargs)
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            return
+        for subcommand in ("validate", "test"):
+            # IoUTable prints the scores as a table of classes; Lightning's metric table would repeat them.
+            subcommand_parser(self, subcommand).set_defaults({"verbose": False})
         # Listed so that `madm-pl --help` names them; `main` runs them before this parser is built.
         for name, (_, help_text) in EXTRA_COMMANDS.items():
-            listed = ArgumentParser(description=help_text)
-            parser._subcommands_action.add_subcommand(name, listed, help=help_text)
-
-    def _prepare_subcommand_parser(
-        self, klass: type, subcommand: str, **kwargs: Any
-    ) -> LightningArgumentParser:
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand in ("validate", "test"):
-            # IoUTable prints the scores as a table of classes; Lightning's metric table would repeat them.
-            parser.set_defaults({"verbose": False})
-        return parser
+            add_listed_subcommand(self.parser, name, ArgumentParser(description=help_text), help_text)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -172,11 +176,12 @@ class MADMCLI(LightningCLI):
             self.config[subcommand].checkpoint.dirpath = str(Path(ckpt_path).parent)
 
     def before_instantiate_classes(self) -> None:
-        set_threads(self._get(self.config, "threads"))
+        set_threads(cli_value(self, self.config, "threads"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = {**cli_value(self, self.config_init, "trainer", default={}), **kwargs}
+        callback_keys = subcommand_parser(self, self.subcommand).callback_keys
+        callbacks = [cli_value(self, self.config_init, key) for key in callback_keys]
         # Lightning refuses a progress bar or summary callback next to the flag that turns it off.
         if config.get("enable_progress_bar") is False:
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -196,12 +201,9 @@ class MADMCLI(LightningCLI):
         if self.subcommand in _EVALUATING:
             config["logger"] = False  # evaluating adds no empty version folder to the runs
             self.save_config_callback = None  # nor a config.yaml next to the training one
-        return self._instantiate_trainer(config, callbacks)
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
         # The Trainer checks some values itself (max_steps=-5): one line naming the option (cli_errors).
         try:
-            return super()._instantiate_trainer(config, callbacks)
+            return build_trainer(self, config, callbacks)
         except MisconfigurationException as error:
             subcommand_args = self.command_args[self.command_args.index(self.subcommand) + 1 :]
             raise trainer_option_error(error, config, subcommand_args) from error
@@ -282,6 +284,7 @@ class ConfigOnlyCLI(MADMCLI):
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             super().parse_arguments(parser, args)
 
+    @overrides_private(LightningCLI)
     def _set_seed(self) -> None:
         pass  # seeding is for whoever instantiates the parts
 

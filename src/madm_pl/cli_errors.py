@@ -33,6 +33,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
 from madm_pl.errors import OptionError
+from madm_pl.lightning_private import named_subcommand_parser, parser_actions
 
 #: Whether the parsers print jsonargparse's own message and usage (``--debug`` / ``MADM_DEBUG=1``).
 FULL_PARSER_MESSAGES: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -200,17 +201,25 @@ def _class_options(class_path: str) -> list[str]:
     return [p for p in parameters if p != "self" and parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
 
 
+def _moved_options(class_path: str) -> dict[str, str]:
+    """A class's ``moved_options`` (old option -> where it went, under ``init_args``), or {}."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return dict(getattr(getattr(importlib.import_module(module), name), "moved_options", {}))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+
+
 def parser_keys(parser: Any) -> list[str]:
     """Every dotted option a parser takes (``trainer.max_steps``, ``model``, ``checkpoint.monitor``)."""
     keys = []
-    for action in getattr(parser, "_actions", []):
+    for action in parser_actions(parser):
         keys += [s[2:] for s in action.option_strings if s.startswith("--") and s[2:] not in ("help",)]
     return keys
 
 
 def _subcommand_parser(parser: Any, name: str) -> Any:
-    action = getattr(parser, "_subcommands_action", None)
-    return None if action is None else action._name_parser_map.get(name)
+    return named_subcommand_parser(parser, name)
 
 
 def _subcommand_args(args: Sequence[str], name: str) -> list[str]:
@@ -269,11 +278,11 @@ def explain(message: str, parser: Any, args: Sequence[str], prog: str) -> str:
         name = not_accepted["name"]
         key = f"{group}.init_args.{name}"
         options = _class_options(class_path["class_path"])
-        suggestion = nearest_name(name, options)
+        moved = _moved_options(class_path["class_path"]).get(name)
+        suggestion = moved or nearest_name(name, options)
         help_hint = f"{prog} --{group}.help {short_class} lists its options"
-        return _unknown(
-            key, f"{short_class} has no option '{name}'", suggestion, f"{group}.init_args.", args, help_hint
-        )
+        reason = f"{short_class} has no option '{name}'" + (f" (it moved to {moved})" if moved else "")
+        return _unknown(key, reason, suggestion, f"{group}.init_args.", args, help_hint)
 
     match = _DOES_NOT_ACCEPT.search(message)
     if match:

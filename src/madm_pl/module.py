@@ -8,35 +8,34 @@ student's conditioning and head (METHOD.md §4.1). ``training_step`` follows MET
 from __future__ import annotations
 
 import copy
-import math
-from typing import Any, Literal
+import functools
+import importlib
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
-from madm_pl.labels import IGNORE_INDEX, get_task
+from madm_pl.evaluation import SegmentationScores, log_scores
+from madm_pl.labels import get_task
 from madm_pl.method.augment import COLOR_JITTERS, strong_augment
 from madm_pl.method.classmix import classmix_masks, mix
 from madm_pl.method.dplg import dplg_timestep, draw_dplg_t0
 from madm_pl.method.ema import ema_alpha, ema_update
 from madm_pl.method.lplr import lplr_loss, painted_label
-from madm_pl.method.metrics import miou_from_confusion, pixel_accuracy
-from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_label
+from madm_pl.method.metrics import pixel_accuracy
+from madm_pl.method.pseudo_label import PseudoLabels, mixed_weight, pseudo_labels
 from madm_pl.method.schedule import lr_factor
 from madm_pl.method.segmentation import segmentation_loss
-from madm_pl.models import DiffusionBackbone, MADMHead, PromptConditioning
-from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw
+from madm_pl.models import DiffusionBackbone, HeadFactory, MADMHead, PromptConditioning
+from madm_pl.optim import OPTIMIZERS, AdamWImplementation, OptimizerName, build_adamw, parameter_groups
 
 Mode = Literal["madm", "source_only", "oracle"]
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _VAE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: The trainer precision each reduced-precision VAE needs (its weights meet fp32 tensors only under it).
 _VAE_PRECISION = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
-#: Suffix of the metrics of the reference's rank-0 share of the test split (data/reference.py).
-REFERENCE_PROTOCOL = "reference_protocol"
 
 
 def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded", "vae_encoder"]:
@@ -52,10 +51,54 @@ def head_finest_level(lplr_source: bool, lplr_target: bool) -> Literal["decoded"
     return "decoded" if (lplr_source or lplr_target) else "vae_encoder"
 
 
+def head_factory(head: Any) -> HeadFactory:
+    """The ``HeadFactory`` of ``model.head``: ``MADMHead`` for None, the class of a ``{"class_path": ...,
+    "init_args": {...}}`` mapping (as ``cli.instantiate`` and the hyper-parameters hold it) with its
+    options, or ``head`` itself (a class or ``functools.partial``, as the CLI gives it).
+
+    Raises:
+        ValueError: a ``class_path`` that does not import (naming model.init_args.head).
+    """
+    if head is None:
+        return MADMHead
+    if not (isinstance(head, Mapping) or hasattr(head, "class_path")):
+        return head
+    spec = dict(head) if isinstance(head, Mapping) else vars(head)
+    module, _, name = str(spec.get("class_path", "")).rpartition(".")
+    try:
+        class_ = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"model.init_args.head.class_path={spec.get('class_path')!r} does not import ({error}); give the "
+            "dotted path of a head class (madm_pl.models.MADMHead)"
+        ) from None
+    init_args = spec.get("init_args") or {}
+    init_args = init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args)
+    return functools.partial(class_, **init_args)
+
+
+def head_description(head: Any) -> Any:
+    """``model.head`` as plain data for the hyper-parameters: unchanged when it is None or a config
+    (``class_path`` + ``init_args``, as the CLI stores it); a class as ``{"class_path": ...}``; a
+    ``functools.partial`` of one (how jsonargparse and Python callers give options) as ``{"class_path":
+    ..., "init_args": {...}}``; anything else by its ``repr``."""
+    if head is None or isinstance(head, (dict, str)) or hasattr(head, "class_path"):
+        return head
+    init_args: dict[str, Any] = {}
+    while isinstance(head, functools.partial):
+        init_args = {**head.keywords, **init_args}
+        classes = [arg for arg in head.args if isinstance(arg, type)]
+        head = classes[-1] if classes else head.func
+    if isinstance(head, type):
+        class_path = f"{head.__module__}.{head.__qualname__}"
+        return {"class_path": class_path, "init_args": init_args} if init_args else {"class_path": class_path}
+    return repr(head)
+
+
 class Student(nn.Module):
     """What the teacher averages: the prompt/time conditioning and the head (METHOD.md §4.1)."""
 
-    def __init__(self, conditioning: PromptConditioning, head: MADMHead) -> None:
+    def __init__(self, conditioning: PromptConditioning, head: nn.Module) -> None:
         super().__init__()
         self.conditioning = conditioning
         self.head = head
@@ -76,12 +119,12 @@ class MADMModule(LightningModule):
             reference's; needs ``trainer.precision: 16-mixed``) or ``bfloat16`` (convolution and linear
             weights in bf16, norms fp32; needs ``bf16-mixed``, under which it gives the fp32 VAE's outputs
             bit for bit at half its memory: the 24 GB mode's). The precision is checked at setup.
-        head_embed_dim: DAFormer embedding width (paper 256; the CPU demo uses a narrow head).
-        head_projection_channels: output width of the bottleneck projections of the UNet taps (paper 512).
-        head_decoded_channels: output width of the projection of the decoded LPLR image (paper 128; used
-            only with LPLR on).
-        head_bottleneck_width: inner width of every bottleneck projection (paper 128; a multiple of 32).
-        head_activation_checkpointing: recompute the full-resolution head in backward.
+        head: the segmentation head (projections + decoder), in a config a ``class_path`` + ``init_args``
+            (``models.HeadFactory``): the module builds it with the backbone's tap and VAE-encoder channels,
+            the task's classes and the finest level LPLR decides (``head_finest_level``); ``init_args`` are
+            the head's own options. None: ``models.MADMHead`` (DAFormer) with its defaults, the paper's
+            widths (embed_dim 256, projection_channels 512, decoded_projection_channels 128,
+            bottleneck_width 128) without activation checkpointing.
         mode: ``madm`` (adaptation), ``source_only`` (source loss only) or ``oracle`` (the upper bound:
             supervised on labelled target training images only; needs ``data.target_train_labels``).
         classmix: mix source and target with ClassMix masks (off: the student trains on the target image).
@@ -119,6 +162,16 @@ class MADMModule(LightningModule):
             differs from foreach in the last bits): a switch to measure speed with.
     """
 
+    #: Options that moved (issue 29): old name -> its place under ``model.init_args``, for the CLI's
+    #: error on a config written before (``cli_errors``).
+    moved_options: ClassVar[dict[str, str]] = {
+        "head_embed_dim": "head.init_args.embed_dim",
+        "head_projection_channels": "head.init_args.projection_channels",
+        "head_decoded_channels": "head.init_args.decoded_projection_channels",
+        "head_bottleneck_width": "head.init_args.bottleneck_width",
+        "head_activation_checkpointing": "head.init_args.activation_checkpointing",
+    }
+
     def __init__(
         self,
         task: str = "rgb2infrared",
@@ -128,11 +181,7 @@ class MADMModule(LightningModule):
         unet_gradient_checkpointing: bool = False,
         compile_unet: bool = False,
         vae_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
-        head_embed_dim: int = 256,
-        head_projection_channels: int = 512,
-        head_decoded_channels: int = 128,
-        head_bottleneck_width: int = 128,
-        head_activation_checkpointing: bool = False,
+        head: HeadFactory | None = None,
         mode: Mode = "madm",
         classmix: bool = True,
         classmix_include_ignore: bool = True,
@@ -156,6 +205,9 @@ class MADMModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # A head given in Python (a class or functools.partial) is stored by name and options, so that a
+        # checkpoint's hyper-parameters stay plain data (they are loaded with weights_only=True).
+        self.hparams["head"] = head_description(self.hparams.get("head"))
         self.task = get_task(task)
         if num_classes is not None and num_classes != self.task.num_classes:
             raise ValueError(
@@ -195,33 +247,25 @@ class MADMModule(LightningModule):
             time_embed_dim=self.backbone.time_embed_dim,
             num_tokens=self.backbone.num_tokens,
         )
-        head = MADMHead(
-            self.backbone.feature_channels,
-            self.task.num_classes,
-            embed_dim=head_embed_dim,
-            projection_channels=head_projection_channels,
-            decoded_projection_channels=head_decoded_channels,
-            bottleneck_width=head_bottleneck_width,
-            activation_checkpointing=head_activation_checkpointing,
-            finest_level=head_finest_level(lplr_source, lplr_target),
-            encoder_channels=self.backbone.encoder_feature_channels,
+        # The head's shape from the backbone, the task and LPLR (its finest level); the rest from the config.
+        build_head = head_factory(head)
+        self.student = Student(
+            conditioning,
+            build_head(
+                feature_channels=self.backbone.feature_channels,
+                num_classes=self.task.num_classes,
+                finest_level=head_finest_level(lplr_source, lplr_target),
+                encoder_channels=self.backbone.encoder_feature_channels,
+            ),
         )
-        self.student = Student(conditioning, head)
         # The teacher is a separate copy only when it is an EMA; it never enters the optimiser.
         self.teacher = copy.deepcopy(self.student) if (ema and mode == "madm") else None
         if self.teacher is not None:
             self.teacher.requires_grad_(False)
         self.register_buffer("palette", torch.from_numpy(self.task.palette), persistent=False)
-        self.val_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
-        self.test_confusion = MulticlassConfusionMatrix(self.task.num_classes, ignore_index=IGNORE_INDEX)
-        # Only the images of the reference's rank-0 share (batches' "in_reference_share").
-        self.val_confusion_reference = MulticlassConfusionMatrix(
-            self.task.num_classes, ignore_index=IGNORE_INDEX
-        )
-        self.test_confusion_reference = MulticlassConfusionMatrix(
-            self.task.num_classes, ignore_index=IGNORE_INDEX
-        )
-        self._reference_scored = False
+        # The scores of the target test split (evaluation.py), one per stage.
+        self.val_scores = SegmentationScores(self.task.num_classes)
+        self.test_scores = SegmentationScores(self.task.num_classes)
         # Filled at the end of validate/test for the callbacks (IoU table, confusion matrix image).
         self.last_scores: dict[str, Any] = {}
         self._checkpoint_iteration = 0
@@ -294,26 +338,33 @@ class MADMModule(LightningModule):
         return dplg_timestep(iteration, t0, hp.dplg_t_end)
 
     @torch.no_grad()
-    def pseudo_label_logits(self, image: torch.Tensor, iteration: int) -> tuple[torch.Tensor, int]:
-        """The pseudo-labeller's logits on images at the DPLG timestep of ``iteration`` (for pictures).
+    def pseudo_labels(
+        self, image: torch.Tensor, iteration: int, generator: torch.Generator | None = None
+    ) -> tuple[PseudoLabels, int]:
+        """Pseudo-labels of images from the pseudo-labeller at the DPLG timestep of ``iteration`` (§4.4).
 
-        Runs in the module's current train/eval mode (eval during validation: BatchNorm running
-        statistics, no dropout), unlike the training step's teacher, which uses batch statistics.
+        The one rule for pseudo-labels and their confident pixels: the training step calls it with its
+        generator (t0 drawn from {dplg_t0, dplg_t0 + 1}), the validation pictures without (t0 = dplg_t0).
+        It runs in the module's current train/eval mode: train mode in the training step, as in the
+        reference (BatchNorm batch statistics, dropout active), eval mode during validation.
 
         Args:
             image: (B,3,H,W) float in [0,1].
-            iteration: 0-based optimiser step whose timestep to use (t0 = dplg_t0).
+            iteration: 0-based optimiser step whose timestep to use.
+            generator: the training step's random stream, or None for t0 = dplg_t0.
 
         Returns:
-            logits (B,C,H,W) float, unnormalised, and the timestep used.
+            ``PseudoLabels`` (label (B,H,W) int64, confident (B,H,W) bool, weight q (B,)) at the
+            ``pseudo_label_threshold``, and the timestep used.
 
         Raises:
             ValueError: in ``source_only`` and ``oracle`` modes, which make no pseudo-labels.
         """
         if self.mode != "madm":
             raise ValueError(f"model.mode={self.mode!r} makes no pseudo-labels; only mode 'madm' does")
-        timestep = self.pseudo_label_timestep(iteration)
-        return self.segment(self.pseudo_labeller, image, timestep)[0], timestep
+        timestep = self.pseudo_label_timestep(iteration, generator)
+        logits, _ = self.segment(self.pseudo_labeller, image, timestep)
+        return pseudo_labels(logits, self.hparams.pseudo_label_threshold), timestep
 
     # -------------------------------------------------------------------------------- training
     @property
@@ -400,48 +451,58 @@ class MADMModule(LightningModule):
         # 3. ClassMix masks (per sample, half of the source classes).
         mask = classmix_masks(source_label, generator, hp.classmix_include_ignore) if hp.classmix else None
 
-        # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep.
-        timestep = self.pseudo_label_timestep(self.iteration, generator)
-        teacher = self.pseudo_labeller
-        # The teacher stays in train mode, as in the reference (BN batch statistics, dropout active):
-        # Lightning keeps the whole module, teacher included, in train mode during fit.
-        with torch.no_grad():
-            teacher_logits, _ = self.segment(teacher, target_image, timestep)
-            target_pseudo_label, confidence = pseudo_label(teacher_logits, hp.pseudo_label_threshold)
-            confident = confidence_mask(teacher_logits, hp.pseudo_label_threshold)  # q's pixels, to show
+        # 4. Pseudo-labels from the teacher on the clean target, noised at the DPLG timestep. The teacher
+        # stays in train mode, as in the reference: Lightning keeps the whole module in train mode in fit.
+        pseudo, timestep = self.pseudo_labels(target_image, self.iteration, generator)
         self.log("train/dplg_timestep", float(timestep))
-        self.log("train/pseudo_label_weight", confidence.mean())
+        self.log("train/pseudo_label_weight", pseudo.weight.mean())
         if "target_label" in batch:
             # Only with data.target_train_labels (a diagnostic; the method never reads these labels).
-            accuracy = pixel_accuracy(target_pseudo_label, batch["target_label"])
+            accuracy = pixel_accuracy(pseudo.label, batch["target_label"])
             self.log("train/pseudo_label_accuracy", accuracy)
 
         if mask is not None:
-            mixed_image = mix(mask, source_image, target_image)
-            mixed_label = mix(mask, source_label, target_pseudo_label)
-            pixel_weight = mixed_weight(mask, confidence)
+            mixed_image = self.mix_images(mask, source_image, target_image)
+            mixed_label = mix(mask, source_label, pseudo.label)
+            pixel_weight = mixed_weight(mask, pseudo.weight)
         else:
-            mixed_image, mixed_label = target_image, target_pseudo_label
-            pixel_weight = confidence.view(-1, 1, 1).expand_as(target_pseudo_label)
-        mixed_image = strong_augment(mixed_image, generator, color_jitter=hp.color_jitter)
+            mixed_image, mixed_label = target_image, pseudo.label
+            pixel_weight = pseudo.weight.view(-1, 1, 1).expand_as(pseudo.label)
+        mixed_image = self.augment(mixed_image, generator)
 
         # 5. Student on the mixed image: weighted CE (+ LPLR on the painted mixed label, weighted by q).
-        mixed_logits, mixed_out = self.segment(self.student, mixed_image)
+        mixed_logits, mixed_out = self.segment_mixed(mixed_image)
         losses = {"target": segmentation_loss(mixed_logits, mixed_label, pixel_weight)}
         if hp.lplr_target:
             target_latent = self.palette_latent(mixed_label)
             losses["lplr_target"] = hp.lplr_target_weight * lplr_loss(
-                mixed_out.latent, target_latent, mixed_label, confidence
+                mixed_out.latent, target_latent, mixed_label, pseudo.weight
             )
         visuals.update(
             target_image=target_image,
-            pseudo_label=target_pseudo_label,
-            confidence_mask=confident,
+            pseudo_label=pseudo.label,
+            confidence_mask=pseudo.confident,
             mixed_image=mixed_image,
             mixed_label=mixed_label,
             mixed_prediction=mixed_logits,
         )
         return losses
+
+    # Seams of the mixed pass (METHOD.md §4.3, §4.5): a study overrides one of them in a subclass to
+    # change one ingredient (benchmarks/q_zero_ablation.py); the recipe is what they do here.
+    def mix_images(
+        self, mask: torch.Tensor, source_image: torch.Tensor, target_image: torch.Tensor
+    ) -> torch.Tensor:
+        """The ClassMix image (B,3,h,w): source pixels where ``mask`` (B,1,h,w) is 1, target elsewhere."""
+        return mix(mask, source_image, target_image)
+
+    def augment(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The strong augmentation (colour jitter, blur) of the mixed image (B,3,h,w) in [0,1]."""
+        return strong_augment(image, generator, color_jitter=self.hparams.color_jitter)
+
+    def segment_mixed(self, image: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The student's pass on the (augmented) mixed image: ``segment(self.student, image)``."""
+        return self.segment(self.student, image)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # A finite loss can still give non-finite gradients (fp32/bf16 have no GradScaler to catch it):
@@ -457,72 +518,32 @@ class MADMModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------------------ evaluation
-    def _evaluate(
-        self,
-        batch: dict[str, Any],
-        confusion: MulticlassConfusionMatrix,
-        reference: MulticlassConfusionMatrix,
-    ) -> None:
-        prediction = self(batch["image"]).argmax(1)
-        confusion.update(prediction, batch["label"])
-        share = batch.get("in_reference_share")
-        if share is not None:
-            # Every rank updates (possibly with no image), so all ranks agree on what compute() syncs.
-            reference.update(prediction[share], batch["label"][share])
-            self._reference_scored = True
+    def _evaluate(self, batch: dict[str, Any], scores: SegmentationScores) -> None:
+        scores.update(self(batch["image"]).argmax(1), batch["label"], batch.get("in_reference_share"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_confusion, self.val_confusion_reference)
+        self._evaluate(batch, self.val_scores)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_confusion, self.test_confusion_reference)
+        self._evaluate(batch, self.test_scores)
 
-    def _log_scores(
-        self, stage: str, confusion: MulticlassConfusionMatrix, reference: MulticlassConfusionMatrix
-    ) -> None:
-        # compute() sums the confusion over all ranks before scoring (the reference scored shards).
-        matrix = confusion.compute()
-        miou, iou = miou_from_confusion(matrix)
-        confusion.reset()
-        self._log_iou(stage, "", miou, iou)
+    def _finish_evaluation(self, stage: str, scores: SegmentationScores) -> None:
+        result = scores.compute()  # summed over all processes first
+        scores.reset()
+        log_scores(self.log, stage, self.task.classes, result)
         # validate/test from a checkpoint start at global_step 0: report the checkpoint's iteration.
         fitting = self.trainer.state.fn == "fit"
         iteration = self.global_step if fitting else self._checkpoint_iteration
-        self.last_scores = {
-            "stage": stage,
-            "miou": miou,
-            "iou": iou.cpu(),
-            "confusion": matrix.cpu(),  # (C,C) int64 pixel counts, rows = ground truth
-            "iteration": iteration,
-        }
-        if self._reference_scored:
-            # The reference's rank-0 share of the split (data/reference.py), next to the whole split.
-            miou, iou = miou_from_confusion(reference.compute())
-            self._log_iou(stage, f"_{REFERENCE_PROTOCOL}", miou, iou)
-            self.last_scores[REFERENCE_PROTOCOL] = {"miou": miou, "iou": iou.cpu()}
-        reference.reset()
-        self._reference_scored = False
-
-    def _log_iou(self, stage: str, suffix: str, miou: float, iou: torch.Tensor) -> None:
-        """Log ``<stage>/miou<suffix>`` and ``<stage>_iou/<class><suffix>`` in percent (absent: skipped).
-
-        Rounded once to two decimals, as the IoU table prints them: the bar, TensorBoard, the checkpoint
-        name and the table show the same digits (float32 logging would otherwise round 19.695 up).
-        The per-class curves have their own group, so that ``val/miou`` is the first card of ``val/``.
-        """
-        self.log(f"{stage}/miou{suffix}", round(miou * 100, 2), prog_bar=not suffix, sync_dist=False)
-        for name, value in zip(self.task.classes, iou.tolist(), strict=True):
-            if not math.isnan(value):
-                self.log(f"{stage}_iou/{name.replace(' ', '_')}{suffix}", round(value * 100, 2))
+        self.last_scores = {"stage": stage, **result, "iteration": iteration}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_iteration = checkpoint.get("global_step", 0)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.val_confusion, self.val_confusion_reference)
+        self._finish_evaluation("val", self.val_scores)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.test_confusion, self.test_confusion_reference)
+        self._finish_evaluation("test", self.test_scores)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps for a folder of target images: (B,H,W) int64 at the network input size."""
@@ -530,39 +551,21 @@ class MADMModule(LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The trained parameters in AdamW's named groups (weight decay except for norm layers and biases).
-
-        Groups, named for the learning-rate monitor: ``unet``, ``unet_no_decay``, ``conditioning`` (prompt,
-        gates, time embedding: all decayed), ``head``, ``head_no_decay`` (projections and DAFormer head).
-        Every group's learning rate is ``lr``, the head's ``lr * head_lr_multiplier``.
+        """The trained parameters in AdamW's named groups (``optim.parameter_groups``): ``unet``,
+        ``unet_no_decay``, ``conditioning`` (prompt, gates, time embedding), ``head``, ``head_no_decay``
+        (projections and DAFormer head); every group's learning rate is ``lr``, the head's
+        ``lr * head_lr_multiplier``.
 
         Returns:
             ``[{"name", "params", "weight_decay", "lr"}, ...]``, empty groups left out.
         """
         hp = self.hparams
-        groups = []
-        seen: set[int] = set()
         parts = (
             ("unet", self.backbone.unet, hp.lr),
             ("conditioning", self.student.conditioning, hp.lr),
             ("head", self.student.head, hp.lr * hp.head_lr_multiplier),
         )
-        for part, module, lr in parts:
-            decay, no_decay = [], []
-            for submodule in module.modules():
-                for name, param in submodule.named_parameters(recurse=False):
-                    if not param.requires_grad or id(param) in seen:
-                        continue
-                    seen.add(id(param))
-                    is_norm = isinstance(submodule, _NORM_TYPES)
-                    (no_decay if is_norm or name.endswith("bias") else decay).append(param)
-            for name, params, weight_decay in (
-                (part, decay, hp.weight_decay),
-                (f"{part}_no_decay", no_decay, 0.0),
-            ):
-                if params:
-                    groups.append({"name": name, "params": params, "weight_decay": weight_decay, "lr": lr})
-        return groups
+        return parameter_groups(parts, hp.weight_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over :meth:`parameter_groups` in ``optimizer``'s mode; the LR factor per step (METHOD.md §5).

@@ -1,8 +1,8 @@
 """The recipe's AdamW in four memory modes (issue 24; docs/PAPER_RECIPES.md §6, docs/ARCHITECTURE.md).
 
 ``model.init_args.optimizer`` picks one; all take the same named parameter groups, learning rates and
-weight decays (``MADMModule.parameter_groups``) and the same LR schedule (Lightning's ``LambdaLR`` writes
-each group's ``lr`` before every step):
+weight decays (``parameter_groups``, of the parts ``MADMModule.parameter_groups`` names) and the same LR
+schedule (Lightning's ``LambdaLR`` writes each group's ``lr`` before every step):
 
 - ``adamw``: ``torch.optim.AdamW`` (foreach), parameters, gradients and both moments on the device.
 - ``adamw-offload``: :class:`HostOffloadAdamW`: the same AdamW, run on the host on fp32 master copies;
@@ -28,6 +28,40 @@ from torch import Tensor
 OptimizerName = Literal["adamw", "adamw-offload", "adamw-8bit", "adamw-sharded"]
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw-offload", "adamw-8bit", "adamw-sharded")
 AdamWImplementation = Literal["foreach", "fused"]
+#: Parameters of these layers are not weight-decayed (nor biases).
+NORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def parameter_groups(
+    parts: Iterable[tuple[str, torch.nn.Module, float]], weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW's named parameter groups: per part, its decayed parameters and, as ``<name>_no_decay``, those
+    of norm layers and biases (weight decay 0).
+
+    Args:
+        parts: ``(name, module, lr)``: the group name, the module whose trainable parameters it holds (a
+            parameter already in an earlier part is not repeated) and the group's learning rate.
+        weight_decay: of the decayed groups.
+
+    Returns:
+        ``[{"name", "params", "weight_decay", "lr"}, ...]`` in the order of ``parts``, decayed group
+        first; empty groups left out.
+    """
+    groups = []
+    seen: set[int] = set()
+    for part, module, lr in parts:
+        decay, no_decay = [], []
+        for submodule in module.modules():
+            for name, param in submodule.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                is_norm = isinstance(submodule, NORM_TYPES)
+                (no_decay if is_norm or name.endswith("bias") else decay).append(param)
+        for name, params, decay_rate in ((part, decay, weight_decay), (f"{part}_no_decay", no_decay, 0.0)):
+            if params:
+                groups.append({"name": name, "params": params, "weight_decay": decay_rate, "lr": lr})
+    return groups
 
 
 def build_adamw(

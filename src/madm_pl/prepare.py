@@ -132,8 +132,8 @@ class PrepareCLI(ConfigOnlyCLI):
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(self.trainer_class, "trainer")
-        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
-        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True)
+        parser.add_lightning_class_args(self.model_class, "model", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(self.datamodule_class, "data", subclass_mode=True)
         class_path = f"{CrossModalityDataModule.__module__}.{CrossModalityDataModule.__name__}"
         parser.set_defaults({"data": {"class_path": class_path, "init_args": dict(_PLACEHOLDERS)}})
 

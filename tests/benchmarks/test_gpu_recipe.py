@@ -55,7 +55,7 @@ def test_modes_set_the_module_options_and_switches_apply_to_every_mode(benchmark
     offload = benchmark.build_module(args, benchmark.MODES["offload"])
     hp = offload.hparams
     assert (hp.optimizer, hp.vae_dtype, hp.adamw_implementation) == ("adamw-offload", "bfloat16", "foreach")
-    assert hp.unet_gradient_checkpointing and hp.head_activation_checkpointing
+    assert hp.unet_gradient_checkpointing and hp.head["init_args"]["activation_checkpointing"]
     assert (
         benchmark.build_module(args, benchmark.MODES["offload-fused"]).hparams.adamw_implementation == "fused"
     )

@@ -25,8 +25,8 @@ from madm_pl.callbacks.images import GAP, nearest_upscale, title_height, visual_
 from madm_pl.callbacks.tensorboard import SCALAR_LAYOUT, MADMTensorBoardLogger, flat_hyperparameters
 from madm_pl.cli import main
 from madm_pl.data import CrossModalityDataModule
+from madm_pl.evaluation import REFERENCE_PROTOCOL
 from madm_pl.labels import TASKS
-from madm_pl.module import REFERENCE_PROTOCOL
 from tests.cli_runs import DEMO, small_run_args
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -124,7 +124,7 @@ def test_fit_writes_every_tag(synthetic_root: Path, tmp_path: Path) -> None:
     }
     assert expected <= scalars, sorted(expected - scalars)
     classes = {f"val_iou/{name.replace(' ', '_')}" for name in TASKS["rgb2infrared"].classes}
-    # The whole split and the reference's rank-0 share of it (module.REFERENCE_PROTOCOL); nothing else:
+    # The whole split and the reference's rank-0 share of it (evaluation.REFERENCE_PROTOCOL); nothing else:
     # no epoch, no hp_metric, no curve per parameter group.
     allowed = classes | {"val/miou"} | {f"{tag}_{REFERENCE_PROTOCOL}" for tag in classes | {"val/miou"}}
     assert scalars - expected <= allowed, sorted(scalars - expected - allowed)

@@ -15,12 +15,13 @@ from tests.convert.reference_layout import reference_state_dict
 PRIOR = Path(__file__).resolve().parents[2] / "priors" / "tiny"
 
 #: The demo config's head (configs/demo/rgb2infrared.yaml), so that a converted fixture loads into it.
-DEMO_HEAD = {
-    "head_embed_dim": 32,
-    "head_projection_channels": 64,
-    "head_decoded_channels": 32,
-    "head_bottleneck_width": 32,
+DEMO_WIDTHS = {
+    "embed_dim": 32,
+    "projection_channels": 64,
+    "decoded_projection_channels": 32,
+    "bottleneck_width": 32,
 }
+DEMO_HEAD = {"head": {"class_path": "madm_pl.models.MADMHead", "init_args": DEMO_WIDTHS}}
 
 
 def tap_channels(unet: UNet2DConditionModel) -> tuple[int, int, int]:
@@ -40,8 +41,8 @@ def prior_reference() -> dict[str, torch.Tensor]:
         uncond=stack.uncond,
         tap_channels=tap_channels(stack.unet),
         num_classes=9,
-        embed_dim=DEMO_HEAD["head_embed_dim"],
-        projection_channels=DEMO_HEAD["head_projection_channels"],
-        decoded_channels=DEMO_HEAD["head_decoded_channels"],
-        bottleneck_width=DEMO_HEAD["head_bottleneck_width"],
+        embed_dim=DEMO_WIDTHS["embed_dim"],
+        projection_channels=DEMO_WIDTHS["projection_channels"],
+        decoded_channels=DEMO_WIDTHS["decoded_projection_channels"],
+        bottleneck_width=DEMO_WIDTHS["bottleneck_width"],
     )

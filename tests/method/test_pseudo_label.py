@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from madm_pl.method.pseudo_label import confidence_mask, mixed_weight, pseudo_label
+from madm_pl.method.pseudo_label import mixed_weight, pseudo_label, pseudo_labels
 
 
 def test_pseudo_label_weight_per_sample():
@@ -23,13 +23,22 @@ def test_pseudo_label_weight_per_sample():
     assert pseudo_label(torch.zeros(1, 2, 2, 2), threshold=0.5)[1].tolist() == [1.0]
 
 
-def test_confidence_mask_is_the_pixels_counted_in_q():
+def test_the_confident_pixels_are_the_pixels_counted_in_q():
     logits = torch.zeros(1, 2, 1, 3)
     logits[0, 1] = torch.tensor([math.log(3.0), math.log(4.0), 0.0])  # p = 0.75, 0.8, 0.5
-    mask = confidence_mask(logits, threshold=0.76)
-    assert mask.dtype == torch.bool and mask.tolist() == [[[False, True, False]]]
-    assert confidence_mask(logits, threshold=0.5).tolist() == [[[True, True, True]]]  # inclusive
-    assert pseudo_label(logits, threshold=0.76)[1].item() == pytest.approx(1 / 3)
+    labels = pseudo_labels(logits, threshold=0.76)
+    assert labels.confident.dtype == torch.bool and labels.confident.tolist() == [[[False, True, False]]]
+    assert labels.label.tolist() == [[[1, 1, 0]]]  # the tie (p = 0.5) goes to the first class
+    assert labels.weight.item() == pytest.approx(1 / 3) == pseudo_label(logits, threshold=0.76)[1].item()
+    assert pseudo_labels(logits, threshold=0.5).confident.tolist() == [[[True, True, True]]]  # inclusive
+
+
+def test_pseudo_labels_take_one_softmax(monkeypatch: pytest.MonkeyPatch):
+    calls = []
+    softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda *a, **k: calls.append(1) or softmax(*a, **k))
+    pseudo_labels(torch.zeros(1, 2, 2, 2), threshold=0.5)
+    assert len(calls) == 1
 
 
 def test_mixed_weight():

@@ -89,13 +89,13 @@ def paper_config(*overrides: str) -> Any:
             "-c",
             str(REPO / "configs" / "rgb2infrared.yaml"),
             f"--model.init_args.backbone={PARITY_BACKBONE}",
-            f"--model.init_args.head_embed_dim={fx.HEAD_EMBED_DIM}",
-            f"--model.init_args.head_projection_channels={fx.HEAD_PROJECTION_CHANNELS}",
-            f"--model.init_args.head_decoded_channels={fx.HEAD_DECODED_CHANNELS}",
-            f"--model.init_args.head_bottleneck_width={fx.HEAD_BOTTLENECK_WIDTH}",
+            f"--model.init_args.head.init_args.embed_dim={fx.HEAD_EMBED_DIM}",
+            f"--model.init_args.head.init_args.projection_channels={fx.HEAD_PROJECTION_CHANNELS}",
+            f"--model.init_args.head.init_args.decoded_projection_channels={fx.HEAD_DECODED_CHANNELS}",
+            f"--model.init_args.head.init_args.bottleneck_width={fx.HEAD_BOTTLENECK_WIDTH}",
             # memory settings that change no value (recompute in backward); off to keep the step simple
             "--model.init_args.unet_gradient_checkpointing=false",
-            "--model.init_args.head_activation_checkpointing=false",
+            "--model.init_args.head.init_args.activation_checkpointing=false",
             *overrides,
         ]
     )

@@ -38,6 +38,7 @@ from madm_pl.callbacks.checkpoint_file import (
 )
 from madm_pl.callbacks.interrupts import StopAtIterationBoundary, StoppedAtOnce
 from madm_pl.data.io import atomic_write
+from madm_pl.lightning_private import overrides_private, save_last_now
 
 #: The checkpoint the exception hook writes, in the run's checkpoint folder.
 EXCEPTION_CHECKPOINT = "on_exception"
@@ -168,9 +169,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _save_last_if_behind(self, trainer: Trainer) -> None:
         # Skipped: no last wanted, not fitting, sanity check, fast_dev_run, or this iteration saved.
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last is True:
+            save_last_now(self, trainer)
 
+    @overrides_private(Callback)
     def _generate_state_key(self, **kwargs: Any) -> str:
         return f"ModelCheckpoint{kwargs!r}"
 

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw, ImageFont
 
 from madm_pl.labels import colorize
+from madm_pl.lightning_private import batches_that_stepped
 
 #: Panel titles of the visuals ``MADMModule.training_step`` returns.
 PANEL_TITLES = {
@@ -221,8 +222,7 @@ def logger_step(trainer: Trainer) -> int:
     iteration during a validation inside ``fit`` (Lightning increments it after the validation), so
     the pictures of the validation after iteration 200 share step 199 with its ``val/miou``.
     """
-    # Lightning's loggers read this counter too (logger_connector.log_metrics); it has no public name.
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+    return batches_that_stepped(trainer)
 
 
 def tensorboard_writers(trainer: Trainer) -> list[Any]:

@@ -40,6 +40,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from madm_pl.lightning_private import stop_after_this_batch
+
 #: The signals taken over during training, and what each asks for (in messages).
 _SIGNALS: dict[int, str] = {
     signal.SIGINT: "interrupted (Ctrl+C)",
@@ -148,9 +150,7 @@ class StopAtIterationBoundary(Callback):
 
     @staticmethod
     def _stop(trainer: Trainer) -> None:
-        # Lightning's SIGTERM flag (what its own SIGTERM handler sets; the Trainer exposes it read-only
-        # as `received_sigterm`): its loops raise SIGTERMException at the end of this batch.
-        trainer._signal_connector.received_sigterm = True
+        stop_after_this_batch(trainer)  # Lightning's SIGTERM flag: SIGTERMException after this batch
 
     # ------------------------------------------------------------------------ the end
     def stop_reason(self, exception: BaseException) -> str | None:

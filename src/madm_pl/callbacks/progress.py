@@ -20,6 +20,8 @@ from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
+from madm_pl.lightning_private import open_bar, should_redraw
+
 
 def _format_duration(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
@@ -89,7 +91,7 @@ class IterationProgressBar(TQDMProgressBar):
     ) -> None:
         step = trainer.global_step
         bar = self.train_progress_bar
-        if self._should_update(step, bar.total) and not bar.disable:
+        if should_redraw(self, step, bar.total) and not bar.disable:
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
@@ -117,13 +119,15 @@ class IterationProgressBar(TQDMProgressBar):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Closed here, before IoUTable prints the scores (on_validation_end): a bar left on screen would
         # sit on the table's first line. Closing it again later is a no-op.
-        if self._val_progress_bar is not None and not trainer.sanity_checking:
-            self._val_progress_bar.close()
+        bar = open_bar(self, "val")
+        if bar is not None and not trainer.sanity_checking:
+            bar.close()
         super().on_validation_epoch_end(trainer, pl_module)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._test_progress_bar is not None:
-            self._test_progress_bar.close()  # as for validation: before the IoU table
+        bar = open_bar(self, "test")
+        if bar is not None:
+            bar.close()  # as for validation: before the IoU table
         super().on_test_epoch_end(trainer, pl_module)
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:

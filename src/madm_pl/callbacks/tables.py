@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from madm_pl.module import REFERENCE_PROTOCOL as REFERENCE_PROTOCOL_KEY
+from madm_pl.evaluation import REFERENCE_PROTOCOL as REFERENCE_PROTOCOL_KEY
 
 #: Column headers: the whole split (madm-pl's score) and the reference's rank-0 share.
 WHOLE_SPLIT = "whole split"

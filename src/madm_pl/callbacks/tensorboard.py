@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from madm_pl.callbacks.images import logger_step
+from madm_pl.lightning_private import overrides_private, summary_file_writer
 
 #: The metric the HParams tab shows next to each run's hyper-parameters (read from its scalars).
 HPARAMS_METRICS = ("val/miou",)
@@ -115,6 +116,7 @@ class MADMTensorBoardLogger(TensorBoardLogger):
         _ = self.version  # the run folder first: taken atomically, with a one-line error
         return super().experiment
 
+    @overrides_private(TensorBoardLogger)
     def _get_next_version(self) -> int:
         """The next free ``version_<n>`` of ``root_dir``, created here on rank 0 (module docstring).
 
@@ -156,7 +158,7 @@ class MADMTensorBoardLogger(TensorBoardLogger):
         # torch.utils.tensorboard imports tensorboard (a second of start-up): only when logging.
         from torch.utils.tensorboard.summary import hparams
 
-        writer = self.experiment._get_file_writer()
+        writer = summary_file_writer(self.experiment)
         if metrics is None:
             params = vars(params) if isinstance(params, Namespace) else dict(params)
             # The metric values are not written here: only their names, so no fake point at step 0.

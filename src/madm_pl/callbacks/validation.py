@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from madm_pl.callbacks.images import logger_step, tensorboard_writers, titled_grid, visual_to_rgb
-from madm_pl.method.pseudo_label import confidence_mask
 
 STUDENT_TAG = "visual_val/student_prediction"
 PSEUDO_LABEL_TAG = "visual_val/teacher_pseudo_label"
@@ -102,13 +101,12 @@ class ValidationImages(Callback):
         }
         if getattr(pl_module, "mode", None) == "madm":
             with trainer.precision_plugin.val_step_context():
-                logits, timestep = pl_module.pseudo_label_logits(image, _iteration(trainer, pl_module))
-            confident = confidence_mask(logits, pl_module.hparams.pseudo_label_threshold)
+                pseudo, timestep = pl_module.pseudo_labels(image, _iteration(trainer, pl_module))
             grids[PSEUDO_LABEL_TAG] = titled_grid(
                 [
                     ("image", shown_image),
-                    (f"pseudo-label (t={timestep})", visual_to_rgb("target_prediction", logits, palette)),
-                    ("confidence mask", visual_to_rgb("confidence_mask", confident, palette)),
+                    (f"pseudo-label (t={timestep})", visual_to_rgb("pseudo_label", pseudo.label, palette)),
+                    ("confidence mask", visual_to_rgb("confidence_mask", pseudo.confident, palette)),
                     ("ground truth", ground_truth),
                 ],
                 self.min_panel_size,

@@ -6,6 +6,7 @@ See :mod:`madm_pl.convert` for the command line and what the written file holds.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import pickle
 import sys
@@ -31,6 +32,7 @@ from madm_pl.convert.table import (
 )
 from madm_pl.data.io import atomic_write
 from madm_pl.labels import TASKS, get_task
+from madm_pl.models import MADMHead
 
 
 # ------------------------------------------------------------------------------------- the file
@@ -117,24 +119,20 @@ def read_reference(path: Path, trust_pickle: bool = False) -> ReferenceCheckpoin
     return ReferenceCheckpoint(state, None if iteration is None else int(iteration), rest)
 
 
-#: Reference keys whose shapes give the head's sizes: name -> (key, dimension).
+#: Reference keys whose shapes give the head's sizes: ``MADMHead`` argument -> (key, dimension).
 HEAD_SIZE_KEYS: dict[str, tuple[str, int]] = {
-    "head_embed_dim": ("sem_seg_head.embed_layers.0.proj.weight", 0),
-    "head_projection_channels": ("backbone.feature_projections.1.0.conv3.weight", 0),
-    "head_decoded_channels": ("backbone.feature_projections.0.0.conv3.weight", 0),
-    "head_bottleneck_width": ("backbone.feature_projections.1.0.conv1.weight", 0),
+    "embed_dim": ("sem_seg_head.embed_layers.0.proj.weight", 0),
+    "projection_channels": ("backbone.feature_projections.1.0.conv3.weight", 0),
+    "decoded_projection_channels": ("backbone.feature_projections.0.0.conv3.weight", 0),
+    "bottleneck_width": ("backbone.feature_projections.1.0.conv1.weight", 0),
 }
 
 #: The input of the reference's level-0 projection: 3 channels (the decoded image) with LPLR on.
 LEVEL_0_INPUT_KEY = "backbone.feature_projections.0.0.conv1.weight"
 
-#: The paper's head (configs/rgb2*.yaml).
-PAPER_HEAD = {
-    "head_embed_dim": 256,
-    "head_projection_channels": 512,
-    "head_decoded_channels": 128,
-    "head_bottleneck_width": 128,
-}
+#: The paper's head widths: ``MADMHead``'s defaults
+#: (configs/base.yaml states the same, checked by tests/test_configs.py).
+PAPER_HEAD = {name: inspect.signature(MADMHead).parameters[name].default for name in HEAD_SIZE_KEYS}
 
 
 def head_sizes(reference: Mapping[str, Tensor], task: str) -> dict[str, int]:
@@ -145,8 +143,8 @@ def head_sizes(reference: Mapping[str, Tensor], task: str) -> dict[str, int]:
         task: the madm-pl task (its class count must be the classifier's).
 
     Returns:
-        ``MADMModule`` keyword arguments: ``head_embed_dim``, ``head_projection_channels``,
-        ``head_decoded_channels``, ``head_bottleneck_width``.
+        ``MADMHead`` keyword arguments (``model.init_args.head.init_args``): ``embed_dim``,
+        ``projection_channels``, ``decoded_projection_channels``, ``bottleneck_width``.
 
     Raises:
         ConversionError: a key is missing, or the classifier has another class count than ``task``.
@@ -349,7 +347,9 @@ def convert(
     sizes = head_sizes(loaded.state_dict, task)
     # The teacher exists in the default recipe (mode madm, ema on): it receives the reference's EMA weights.
     _check_backbone(backbone)
-    module = MADMModule(task=task, backbone=backbone, **sizes)
+    module = MADMModule(
+        task=task, backbone=backbone, head={"class_path": "madm_pl.models.MADMHead", "init_args": sizes}
+    )
     converted = convert_state_dict(loaded.state_dict, module.state_dict())
     checks = check_consistency(loaded.state_dict, module, backbone)
     module.load_state_dict(converted.state_dict, strict=True)
@@ -386,7 +386,7 @@ def convert(
         + (
             " (the paper's, as configs/rgb2*.yaml)"
             if paper
-            else " (NOT the paper's: pass them as --model.init_args.head_* to test/predict/fit)"
+            else " (NOT the paper's: pass them as --model.init_args.head.init_args.* to test/predict/fit)"
         )
     )
     log(

@@ -21,7 +21,6 @@ as a resumable loader, so a resume from a mid-epoch checkpoint is not warned abo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -30,15 +29,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from madm_pl.data.datasets import (
-    TARGET_KINDS,
     CityscapesDataset,
+    DataOption,
     SegmentationDataset,
     UnlabelledImages,
     build_target_dataset,
+    target_dataset_class,
 )
 from madm_pl.data.io import ImageScaling
 from madm_pl.data.rcs import RareClassSampler, load_or_compute_class_counts
-from madm_pl.data.reference import DSEC_FRAME_CHOICES, ReferenceShare, reference_share
+from madm_pl.data.reference import ReferenceShare, reference_share
 from madm_pl.data.resumable import ResumableDataLoader, ResumableSampler
 from madm_pl.data.samples import CrossModalityTrainDataset, ResizedDataset
 from madm_pl.data.transforms import TrainTransform
@@ -51,6 +51,20 @@ def _logged(dataset: SegmentationDataset) -> SegmentationDataset:
     if selection is not None:
         rank_zero_info(selection)
     return dataset
+
+
+def _class_and_init_args(target_kind: str | dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """``data.target_kind`` as (kind or dotted class path, the dataset's own keyword arguments): a string,
+    or ``{"class_path": ..., "init_args": {...}}`` for a dataset with options of its own."""
+    if not isinstance(target_kind, dict):
+        return target_kind, {}
+    unknown = sorted(set(target_kind) - {"class_path", "init_args"})
+    if "class_path" not in target_kind or unknown:
+        raise ValueError(
+            f"data.target_kind {target_kind!r}: give a kind, a dotted class path, or "
+            "{class_path: <dotted path>, init_args: {...}}"
+        )
+    return str(target_kind["class_path"]), dict(target_kind.get("init_args") or {})
 
 
 def _size(value: Any, option: str) -> tuple[int, int]:
@@ -69,9 +83,10 @@ class CrossModalityDataModule(LightningDataModule):
       or 255, "target_image": (B,3,h,w) float32 in [0,1]}``, (h,w) = ``crop_size``; plus
       ``"target_label": (B,h,w) int64 task ids or 255`` only with ``target_train_labels``.
     - val / test (the target test split at ``test_size``): ``{"image": (B,3,H,W) float32 in [0,1],
-      "label": (B,H,W) int64, "name": list[str]}``; for DELIVER, FMB and DSEC also
-      ``"in_reference_share": (B,) bool``, the images the reference's published numbers score
-      (``reference_share``; not for the ``"folder"`` kind, which the reference never ran).
+      "label": (B,H,W) int64, "name": list[str]}``; for DELIVER, FMB and DSEC (the target datasets
+      whose ``reference_protocol`` is True) also ``"in_reference_share": (B,) bool``, the images the
+      reference's published numbers score (``reference_share``; not for the ``"folder"`` kind, which the
+      reference never ran).
     - predict (every image under ``predict_root`` at ``test_size``): ``{"image": (B,3,H,W),
       "name": list[str] relative paths with the suffix, "size": (B,2) int64 original (H,W),
       "error": list[str]}``; ``error`` is ``""``, or why an unreadable file is skipped (its image is
@@ -91,16 +106,20 @@ class CrossModalityDataModule(LightningDataModule):
         target_resize: (H,W) the target is resized to (paper: depth 712x712, infrared 512x683,
             event 512x768).
         test_size: (H,W) of val/test/predict images and labels (paper: 512x512).
-        target_kind: ``"deliver"``, ``"fmb"``, ``"dsec"`` or ``"folder"`` (your own images, see
-            ``datasets.ImageFolderDataset``); None = the task's dataset.
+        target_kind: the target dataset: a kind (``"deliver"``, ``"fmb"``, ``"dsec"``, or ``"folder"``
+            for your own images, see ``datasets.ImageFolderDataset``), the dotted path of a
+            ``datasets.TargetDataset`` subclass of your own, or ``{class_path: ..., init_args: {...}}``
+            with that dataset's own keyword arguments; None = the task's dataset. The class checks
+            that it fits the task and the options below it takes (``TargetDataset.init_options``).
         train_file_list: the reference's ``*_train.json`` (``source_data`` for Cityscapes,
             ``target_data.second_modality`` for the target), or None to scan the folders.
         test_file_list: the reference's ``*_test.json`` (``target_data``), or None to scan.
-        label_map: YAML label map of the ``"folder"`` kind's labels.
+        label_map: YAML label map of the ``"folder"`` kind's labels (passed to the datasets that take it,
+            ``data_options``).
         dsec_frames: ``"all"`` (every DSEC frame a scan finds) or ``"reference"`` (only the frames of
             the reference's lists: train the even frames from 000002, test every frame from 000001;
-            the counts kept and dropped are printed); only for the ``"dsec"`` kind, ignored with a
-            file list (the list is the selection).
+            the counts kept and dropped are printed); only for the ``"dsec"`` kind (its ``frames``),
+            ignored with a file list (the list is the selection).
         target_train_labels: load the target training labels and add ``target_label`` ((B,h,w) int64,
             255 ignored) to the training batches, cropped and flipped with the target image; needed by
             ``model.mode: oracle``; real FMB, DELIVER and DSEC ship train labels (layouts in
@@ -136,7 +155,7 @@ class CrossModalityDataModule(LightningDataModule):
         crop_size: tuple[int, int],
         target_resize: tuple[int, int],
         test_size: tuple[int, int],
-        target_kind: str | None = None,
+        target_kind: str | dict[str, Any] | None = None,
         train_file_list: str | None = None,
         test_file_list: str | None = None,
         label_map: str | None = None,
@@ -164,27 +183,16 @@ class CrossModalityDataModule(LightningDataModule):
             fixed=None if image_range is None else tuple(image_range),
             percentiles=None if image_percentiles is None else tuple(image_percentiles),
         )
-        self.target_kind = self._task.target_dataset if target_kind is None else target_kind
-        if self.target_kind not in TARGET_KINDS:
-            raise ValueError(
-                f"unknown data.target_kind {target_kind!r}: expected one of {sorted(TARGET_KINDS)}"
-            )
-        if self.target_kind != "folder" and self.target_kind != self._task.target_dataset:
-            raise ValueError(
-                f"data.target_kind={self.target_kind!r} does not fit task {task!r}, whose target is "
-                f"{self._task.target_dataset!r}; use {self._task.target_dataset!r} or 'folder'"
-            )
-        if label_map is not None and self.target_kind != "folder":
-            raise ValueError(
-                f"data.label_map applies only to data.target_kind='folder', not {self.target_kind!r}"
-            )
-        if dsec_frames not in DSEC_FRAME_CHOICES:
-            raise ValueError(f"data.dsec_frames={dsec_frames!r}: expected one of {list(DSEC_FRAME_CHOICES)}")
-        if dsec_frames != "all" and self.target_kind != "dsec":
-            raise ValueError(
-                f"data.dsec_frames={dsec_frames!r} applies only to data.target_kind='dsec', not "
-                f"{self.target_kind!r}; set data.dsec_frames='all'"
-            )
+        # The target dataset's class owns its options and their checks (datasets.TargetDataset): its
+        # kind fits the task, the options it takes are valid, none it does not take is set.
+        kind, self.target_init_args = _class_and_init_args(target_kind)
+        self.target_class = target_dataset_class(self._task.target_dataset if kind is None else kind)
+        self.target_kind = self.target_class.kind
+        self.target_options = (
+            DataOption("label_map", label_map, "data.label_map"),
+            DataOption("dsec_frames", dsec_frames, "data.dsec_frames"),
+        )
+        self.target_class.init_options(self._task, self.target_options, self.target_init_args)
         self.source_resize = _size(source_resize, "data.source_resize")
         self.crop_size = _size(crop_size, "data.crop_size")
         self.target_resize = _size(target_resize, "data.target_resize")
@@ -279,28 +287,23 @@ class CrossModalityDataModule(LightningDataModule):
         Raises:
             FileNotFoundError: the split's folders (or listed files) are missing under ``target_root``.
         """
-        file_list = self.train_file_list if split == "train" else self.test_file_list
-        labelled = True if split == "train" and self.target_train_labels else None
         return build_target_dataset(
             self._task,
             self.target_root,
             split,
-            self.target_kind,
-            file_list,
-            self.label_map,
-            "data.target_root",
-            labelled=labelled,
-            dsec_frames=self.dsec_frames,
+            kind=self.target_class.kind,
+            file_list=self.train_file_list if split == "train" else self.test_file_list,
+            options=self.target_options,
+            init_args=self.target_init_args,
+            labelled=True if split == "train" and self.target_train_labels else None,
             image_scaling=self.image_scaling,
             strict=strict,
         )
 
     def has_test_split(self) -> bool:
-        """Whether the target has a test split: always, except a ``"folder"`` target without a test
-        file list and without ``test/images/``."""
-        if self.target_kind != "folder" or self.test_file_list is not None:
-            return True
-        return (Path(self.target_root) / "test" / "images").is_dir()
+        """Whether the target has a test split (the dataset class's ``has_test_split``: always, but for
+        a ``"folder"`` target without a test file list and without ``test/images/``)."""
+        return self.target_class.has_test_split(self.target_root, self.test_file_list)
 
     def _rcs_sampler(self, source: CityscapesDataset) -> RareClassSampler:
         counts = load_or_compute_class_counts(self.source_root, source.label_paths)
@@ -331,7 +334,7 @@ class CrossModalityDataModule(LightningDataModule):
             if self.has_test_split():
                 test = _logged(self.target_dataset("test"))
                 # The reference ran only on its three datasets: no reference share for your own images.
-                if self.target_kind != "folder":
+                if self.target_class.reference_protocol:
                     self.reference_share = reference_share(test.relative_paths(), test.file_list is not None)
                 self.val_dataset = ResizedDataset(
                     test, self.test_size, predict=False, share=self.reference_share

@@ -7,8 +7,8 @@ In the order ``MADMModule.training_step`` runs them:
 3. ``lplr``: latent palette label regression (``painted_label``, ``lplr_loss``).
 4. ``classmix``: ClassMix masks and the paste (``classmix_masks``, ``mix``).
 5. ``dplg``: the teacher's diffusion timestep under DPLG (``draw_dplg_t0``, ``dplg_timestep``).
-6. ``pseudo_label``: teacher pseudo-labels and their weight q (``pseudo_label``, ``confidence_mask``,
-   ``mixed_weight``).
+6. ``pseudo_label``: teacher pseudo-labels and their weight q (``pseudo_labels``: the one
+   confidence rule; ``pseudo_label``, ``mixed_weight``).
 7. ``augment``: the DACS strong augmentation of the mixed image, with kornia (``strong_augment``).
 8. ``schedule``: the learning-rate factor (``lr_factor``).
 9. ``metrics``: the mIoU rule and the pseudo-labels' pixel accuracy (``miou_from_confusion``,

@@ -1,31 +1,55 @@
-"""Teacher pseudo-labels, their confidence weight q and the mixed label's weight (METHOD.md §4.4)."""
+"""Teacher pseudo-labels, their confidence weight q and the mixed label's weight (METHOD.md §4.4).
+
+``pseudo_labels`` is the one rule: the training step and the validation pictures both call it (through
+``MADMModule.pseudo_labels``), so the confident pixels shown are exactly those counted in q.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """The teacher's pseudo-labels of a batch and what the confidence threshold keeps.
+
+    Attributes:
+        label: (B,H,W) int64 argmax class (never ``IGNORE_INDEX``).
+        confident: (B,H,W) bool, the pixels whose maximum softmax probability is ``>= threshold``.
+    """
+
+    label: Tensor
+    confident: Tensor
+
+    @property
+    def weight(self) -> Tensor:
+        """(B,) float32 q in [0, 1]: the share of ALL pixels of a sample that are confident."""
+        return self.confident.float().mean(dim=(1, 2))
+
+
 @torch.no_grad()
-def confidence_mask(logits: Tensor, threshold: float = 0.968) -> Tensor:
-    """The confident pixels: maximum softmax probability ``>= threshold``; q is their share per sample.
+def pseudo_labels(logits: Tensor, threshold: float) -> PseudoLabels:
+    """Teacher pseudo-labels and their confident pixels, from one softmax.
+
+    q (``PseudoLabels.weight``) is the fraction of ALL pixels of the sample whose maximum softmax
+    probability is ``>= threshold`` (the reference computes it per GPU with one image per GPU; METHOD.md §5).
 
     Args:
-        logits: (B,C,H,W) float, unnormalised teacher logits.
-        threshold: confidence threshold in [0, 1].
+        logits: (B,C,H,W) float, unnormalised teacher logits at label resolution.
+        threshold: confidence threshold in [0, 1] (inclusive).
 
     Returns:
-        (B,H,W) bool.
+        ``PseudoLabels``: the argmax of the logits (ties to the first class) and the confident pixels.
     """
-    return torch.softmax(logits.float(), dim=1).amax(dim=1) >= threshold
+    confident = torch.softmax(logits.float(), dim=1).amax(dim=1) >= threshold
+    return PseudoLabels(label=logits.argmax(dim=1), confident=confident)
 
 
-@torch.no_grad()
 def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tensor]:
-    """Teacher pseudo-labels and their confidence weight q, one per sample.
-
-    q is the fraction of ALL pixels of the sample whose maximum softmax probability is
-    ``>= threshold`` (the reference computes it per GPU with one image per GPU; METHOD.md §5).
+    """``pseudo_labels`` as the pair (label, q), the reference's two outputs.
 
     Args:
         logits: (B,C,H,W) float, unnormalised teacher logits at label resolution.
@@ -35,9 +59,8 @@ def pseudo_label(logits: Tensor, threshold: float = 0.968) -> tuple[Tensor, Tens
         label: (B,H,W) int64 argmax class (never ``IGNORE_INDEX``).
         weight: (B,) float32 q in [0, 1].
     """
-    label = logits.argmax(dim=1)
-    weight = confidence_mask(logits, threshold).float().mean(dim=(1, 2))
-    return label, weight
+    labels = pseudo_labels(logits, threshold)
+    return labels.label, labels.weight
 
 
 def mixed_weight(mask: Tensor, q: Tensor) -> Tensor:
@@ -45,7 +68,7 @@ def mixed_weight(mask: Tensor, q: Tensor) -> Tensor:
 
     Args:
         mask: (B,1,H,W) float in {0, 1}, the ClassMix mask.
-        q: (B,) float, pseudo-label weights from ``pseudo_label``.
+        q: (B,) float, pseudo-label weights (``PseudoLabels.weight``).
 
     Returns:
         (B,H,W) float.

@@ -9,6 +9,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from madm_pl.models.backbone import BackboneOutput, DiffusionBackbone
 from madm_pl.models.conditioning import PromptConditioning
-from madm_pl.models.head import Bottleneck, MADMHead
+from madm_pl.models.head import Bottleneck, HeadFactory, MADMHead
 
-__all__ = ["BackboneOutput", "Bottleneck", "DiffusionBackbone", "MADMHead", "PromptConditioning"]
+__all__ = [
+    "BackboneOutput",
+    "Bottleneck",
+    "DiffusionBackbone",
+    "HeadFactory",
+    "MADMHead",
+    "PromptConditioning",
+]

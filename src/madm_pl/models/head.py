@@ -26,7 +26,7 @@ embeddings (the reference's ``MLP``, an ``nn.Linear``) and the classifier (``con
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,29 @@ FINEST_LEVELS: tuple[str, ...] = ("decoded", "vae_encoder")
 
 #: Stride of each finest level relative to the image (the VAE encoder's feature: after two downsamplings).
 FINEST_LEVEL_STRIDE = {"decoded": 1, "vae_encoder": 4}
+
+
+class HeadFactory(Protocol):
+    """What builds a segmentation head (``model.init_args.head``, a ``class_path`` + ``init_args``): a
+    class whose ``__init__`` takes these four keywords, which ``MADMModule`` gives from its backbone, task
+    and LPLR switches, and whose other arguments are the config's ``init_args`` (``MADMHead``'s widths).
+
+    The head built is called as ``head(features, finest, output_size) -> logits (B,num_classes,H,W)``
+    (``MADMHead.forward``): ``features`` the [s32, s16, s8] UNet taps, ``finest`` the finest level.
+    """
+
+    def __call__(
+        self,
+        *,
+        feature_channels: Sequence[int],
+        num_classes: int,
+        finest_level: FinestLevel,
+        encoder_channels: int | None,
+    ) -> nn.Module:
+        """Args: as ``MADMHead``'s (``feature_channels``: the backbone's (s32, s16, s8) tap channels;
+        ``finest_level``: ``"decoded"`` with LPLR on, else ``"vae_encoder"``; ``encoder_channels``: the
+        VAE encoder feature's channels)."""
+        ...
 
 
 def kaiming_fan_out_(conv: nn.Conv2d) -> nn.Conv2d:

@@ -21,12 +21,15 @@ Datasets only read; nothing is written under ``root``.
 
 One file per dataset: ``base`` (``Sample``, ``SegmentationDataset``, ``TargetDataset``, file lists),
 ``cityscapes``, ``deliver``, ``fmb``, ``dsec``, ``folder`` (your own images and a folder to predict
-on) and ``factory`` (``build_target_dataset``, the target dataset of a task). Import the names from
-here.
+on) and ``factory`` (the registry of target datasets by kind, ``build_target_dataset``). Each target
+dataset owns its kind, options and checks (``TargetDataset``); a new modality is one file with a
+``TargetDataset`` subclass, named in the config by its dotted path (docs/ARCHITECTURE.md). Import the
+names from here.
 """
 
 from madm_pl.data.datasets.base import (
     MAX_LISTED,
+    DataOption,
     Sample,
     SegmentationDataset,
     TargetDataset,
@@ -36,7 +39,7 @@ from madm_pl.data.datasets.base import (
 from madm_pl.data.datasets.cityscapes import CityscapesDataset
 from madm_pl.data.datasets.deliver import DELIVER_CONDITIONS, DeliverDepthDataset
 from madm_pl.data.datasets.dsec import DSECEventDataset
-from madm_pl.data.datasets.factory import TARGET_KINDS, build_target_dataset
+from madm_pl.data.datasets.factory import TARGET_KINDS, build_target_dataset, target_dataset_class
 from madm_pl.data.datasets.fmb import FMBInfraredDataset
 from madm_pl.data.datasets.folder import ImageFolderDataset, UnlabelledImages, load_label_map
 
@@ -46,6 +49,7 @@ __all__ = [
     "TARGET_KINDS",
     "CityscapesDataset",
     "DSECEventDataset",
+    "DataOption",
     "DeliverDepthDataset",
     "FMBInfraredDataset",
     "ImageFolderDataset",
@@ -57,4 +61,5 @@ __all__ = [
     "list_problems",
     "load_label_map",
     "read_file_list",
+    "target_dataset_class",
 ]

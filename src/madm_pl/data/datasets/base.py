@@ -6,14 +6,16 @@ many problems.
 JSON list (``read_file_list``). ``dataset[i]`` is ``{"image": (3,H,W) float32 in [0,1], "label": (H,W)
 int64 task train ids or 255, "name": str}`` at the stored size (no "label" for unlabelled splits);
 ``dataset.load(i)`` gives the same as numpy arrays (a ``Sample``); ``dataset.check(i)`` lists every
-problem of one item without raising. ``TargetDataset`` is the base of the three real target
-datasets (it checks the task adapts to it).
+problem of one item without raising. ``TargetDataset`` is the base of every target dataset: it
+registers the dataset under its ``kind`` and owns the dataset's options and checks.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -355,23 +357,157 @@ def swap_prefix(relative: Path, old: tuple[str, ...], new: tuple[str, ...]) -> P
     return Path(*new, *parts[len(old) :])
 
 
-class TargetDataset(SegmentationDataset):
-    """A real target dataset (DELIVER, FMB, DSEC): checks the task's target dataset is this one.
+@dataclass(frozen=True)
+class DataOption:
+    """One datamodule option for target datasets (``data.label_map``, ``data.dsec_frames``) as set.
 
-    Its labels are mapped with ``task.target_map``. Subclasses set ``kind``, the task's
-    ``target_dataset`` they serve (``"deliver"``, ``"fmb"``, ``"dsec"``).
-
-    Raises:
-        ValueError: the task adapts to another dataset (at construction).
+    Attributes:
+        name: the option's name, e.g. ``"dsec_frames"``.
+        value: its value.
+        option: the config option, named in errors, e.g. ``"data.dsec_frames"``.
     """
 
-    #: The ``labels.Task.target_dataset`` this dataset serves.
+    name: str
+    value: Any
+    option: str
+
+
+#: Keywords the datamodule sets itself on every dataset (not a dataset's own ``init_args``).
+_COMMON_KEYWORDS = ("option", "labelled", "image_scaling", "strict")
+
+
+class TargetDataset(SegmentationDataset):
+    """A target modality's dataset; it owns its options and their checks (torchgeo-style).
+
+    A subclass names its ``kind`` (the value of ``data.target_kind``; the real datasets' kinds are the
+    tasks' ``labels.Task.target_dataset``) and says whether the reference's published numbers score a
+    share of its test split (``reference_protocol``): defining the class registers it under its kind
+    (``registry``), and ``data.target_kind`` takes the kind or the class's dotted path. A subclass may
+    take datamodule options (``data_options``: option name -> keyword of ``__init__``; each value is
+    checked by ``check_option``), serve other tasks than the one whose target it is (``fits``), and
+    have no test split (``has_test_split``). ``init_options`` checks a datamodule's options against it,
+    once, for the datamodule and ``factory.build_target_dataset``.
+
+    Labels are mapped with ``task.target_map`` unless the subclass overrides ``_label_table``.
+
+    Raises:
+        ValueError: the task does not fit this dataset (at construction).
+    """
+
+    #: ``data.target_kind`` of this dataset (a real dataset: its task's ``labels.Task.target_dataset``).
     kind: ClassVar[str] = ""
+    #: Whether the reference's evaluation protocol applies (its rank-0 share of the test split,
+    #: ``reference.reference_share``): True only for datasets the reference ran on. No default: each
+    #: dataset says it (a new one inheriting True would score a share the reference never had).
+    reference_protocol: ClassVar[bool]
+    #: The datamodule options this dataset takes: option name -> keyword argument of ``__init__``.
+    data_options: ClassVar[dict[str, str]] = {}
+    #: Every dataset that names its kind, by kind (filled as the classes are defined).
+    registry: ClassVar[dict[str, type[TargetDataset]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            return
+        if not isinstance(cls.__dict__.get("reference_protocol"), bool):
+            raise TypeError(
+                f"{cls.__qualname__} (kind {cls.kind!r}) must set reference_protocol: True only if the "
+                "reference's evaluation protocol (its rank-0 test share) applies to it, else False"
+            )
+        known = TargetDataset.registry.get(cls.kind)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(
+                f"{cls.__qualname__}: kind {cls.kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                "give the dataset another kind"
+            )
+        TargetDataset.registry[cls.kind] = cls
+
+    # ------------------------------------------------------------------------------ its options
+    @classmethod
+    def fits(cls, task: Task) -> bool:
+        """Whether this dataset can be the target of ``task``: by default only of the task whose
+        ``target_dataset`` is this kind."""
+        return task.target_dataset == cls.kind
+
+    @classmethod
+    def check_option(cls, option: DataOption) -> None:
+        """Check the value of one of ``data_options`` (given anywhere, so that a bad value is named
+        even for another kind).
+
+        Raises:
+            ValueError: a bad value (the message names ``option.option`` and the fix).
+        """
+
+    @classmethod
+    def has_test_split(cls, root: str | Path, file_list: str | Path | None) -> bool:
+        """Whether there is a test split under ``root`` (or in ``file_list``): always, by default."""
+        return True
+
+    @classmethod
+    def option_default(cls, name: str) -> Any:
+        """The value of datamodule option ``name`` (one of ``data_options``) that means "not set": the
+        default of its keyword in ``__init__``."""
+        return inspect.signature(cls.__init__).parameters[cls.data_options[name]].default
+
+    @classmethod
+    def init_options(
+        cls, task: Task | str, options: Sequence[DataOption] = (), init_args: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Check that this dataset fits ``task``, takes every option set and every ``init_args``; the
+        keyword arguments of ``__init__`` they give.
+
+        Args:
+            task: task name or ``labels.Task``.
+            options: the datamodule's options for target datasets. Each value is checked by the datasets
+                that take it (``check_option``); one at the default of those datasets counts as not set.
+            init_args: keyword arguments of this dataset's own (``data.target_kind``'s ``init_args``).
+
+        Raises:
+            ValueError: the task does not fit, an option's value is bad, an option is set that this
+                dataset does not take (naming the kinds that take it and the fix), or an unknown
+                ``init_args`` name.
+        """
+        task = as_task(task)
+        arguments: dict[str, Any] = {}
+        for option in options:
+            takers = [dataset for dataset in cls.registry.values() if option.name in dataset.data_options]
+            for dataset in takers:
+                dataset.check_option(option)
+            if option.name in cls.data_options:
+                arguments[cls.data_options[option.name]] = option.value
+                continue
+            default = takers[0].option_default(option.name) if takers else None
+            if option.value != default:
+                where = " or ".join(repr(dataset.kind) for dataset in takers)
+                shown = "" if default is None else f"={option.value!r}"
+                fix = "remove it" if default is None else f"set {option.option}={default!r}"
+                raise ValueError(
+                    f"{option.option}{shown} applies only to data.target_kind={where}, not {cls.kind!r}; "
+                    f"{fix}"
+                )
+        cls.check_task(task)
+        parameters = inspect.signature(cls.__init__).parameters
+        own = [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        for name, value in (init_args or {}).items():
+            if name not in own or name in _COMMON_KEYWORDS:
+                raise ValueError(
+                    f"data.target_kind.init_args.{name}: {cls.__qualname__} takes no option {name!r} "
+                    f"(its own: {[n for n in own if n not in _COMMON_KEYWORDS]}); fix or remove it"
+                )
+            arguments[name] = value
+        return arguments
+
+    @classmethod
+    def check_task(cls, task: Task) -> None:
+        """Raise ``ValueError`` (naming data.target_kind and the fix) unless this dataset ``fits`` task."""
+        if not cls.fits(task):
+            fitting = " or ".join(repr(kind) for kind, dataset in cls.registry.items() if dataset.fits(task))
+            raise ValueError(
+                f"data.target_kind={cls.kind!r} does not fit task {task.name!r}: task {task.name!r} adapts "
+                f"to {task.target_dataset!r}, not to {cls.kind!r} ({cls.dataset_name}); use data.target_kind="
+                f"{fitting} or the matching task"
+            )
 
     def _label_table(self) -> np.ndarray:
-        if self.task.target_dataset != self.kind:
-            raise ValueError(
-                f"task {self.task.name!r} adapts to {self.task.target_dataset!r}, not to {self.kind!r} "
-                f"({self.dataset_name}); pick the matching task or data.target_kind"
-            )
+        self.check_task(self.task)
         return self.task.target_map

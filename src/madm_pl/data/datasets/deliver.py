@@ -29,6 +29,7 @@ class DeliverDepthDataset(TargetDataset):
 
     dataset_name = "DELIVER"
     kind = "deliver"
+    reference_protocol = True
 
     def _folders(self) -> list[str]:
         return ["depth", "semantic"] if self.has_labels else ["depth"]

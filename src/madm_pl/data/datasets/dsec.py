@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
-from madm_pl.data.datasets.base import TargetDataset
+from madm_pl.data.datasets.base import DataOption, TargetDataset
 from madm_pl.data.io import ImageScaling
 from madm_pl.data.reference import DSEC_FRAME_CHOICES, DSEC_REFERENCE_RULES, is_dsec_reference_frame
 from madm_pl.labels import Task
@@ -29,11 +30,14 @@ class DSECEventDataset(TargetDataset):
     Args:
         root, split, task, file_list, option, labelled, image_scaling, strict: as
             ``SegmentationDataset``.
-        frames: ``"all"`` (every frame found) or ``"reference"`` (the reference's frame rule).
+        frames: ``"all"`` (every frame found) or ``"reference"`` (the reference's frame rule); the
+            datamodule's ``data.dsec_frames`` (``data_options``).
     """
 
     dataset_name = "DSEC"
     kind = "dsec"
+    reference_protocol = True
+    data_options: ClassVar[dict[str, str]] = {"dsec_frames": "frames"}
 
     def __init__(
         self,
@@ -48,8 +52,7 @@ class DSECEventDataset(TargetDataset):
         strict: bool = True,
         frames: str = "all",
     ) -> None:
-        if frames not in DSEC_FRAME_CHOICES:
-            raise ValueError(f"data.dsec_frames={frames!r}: expected one of {list(DSEC_FRAME_CHOICES)}")
+        self.check_option(DataOption("dsec_frames", frames, "data.dsec_frames"))
         self.frames = frames
         #: Frames found by the scan but not in the reference's rule (0 for "all" and for file lists).
         self.frames_dropped = 0
@@ -63,6 +66,11 @@ class DSECEventDataset(TargetDataset):
             image_scaling=image_scaling,
             strict=strict,
         )
+
+    @classmethod
+    def check_option(cls, option: DataOption) -> None:
+        if option.name == "dsec_frames" and option.value not in DSEC_FRAME_CHOICES:
+            raise ValueError(f"{option.option}={option.value!r}: expected one of {list(DSEC_FRAME_CHOICES)}")
 
     def _edges(self) -> str:
         return f"69mask_{self.split}_edges"

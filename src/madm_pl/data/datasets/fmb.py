@@ -20,6 +20,7 @@ class FMBInfraredDataset(TargetDataset):
 
     dataset_name = "FMB"
     kind = "fmb"
+    reference_protocol = True
 
     def _folders(self) -> list[str]:
         folders = [f"{self.split}/Infrared"]

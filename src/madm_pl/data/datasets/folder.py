@@ -5,13 +5,13 @@ images to predict on."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
 from torch.utils.data import Dataset
 
-from madm_pl.data.datasets.base import Sample, SegmentationDataset, as_task, swap_prefix
+from madm_pl.data.datasets.base import Sample, TargetDataset, as_task, swap_prefix
 from madm_pl.data.io import IMAGE_SUFFIXES, ImageScaling, read_image
 from madm_pl.data.transforms import image_to_tensor
 from madm_pl.labels import IGNORE_INDEX, UNMAPPED, Task
@@ -79,7 +79,7 @@ def load_label_map(path: str | Path, task: Task | str) -> np.ndarray:
     return table
 
 
-class ImageFolderDataset(SegmentationDataset):
+class ImageFolderDataset(TargetDataset):
     """Your own target modality: a folder of images, no code needed.
 
     Layout under ``root``::
@@ -104,6 +104,9 @@ class ImageFolderDataset(SegmentationDataset):
     """
 
     dataset_name = "image folder"
+    kind = "folder"
+    reference_protocol = False  # the reference never ran on your own images
+    data_options: ClassVar[dict[str, str]] = {"label_map": "label_map"}
 
     def __init__(
         self,
@@ -129,6 +132,15 @@ class ImageFolderDataset(SegmentationDataset):
             image_scaling=image_scaling,
             strict=strict,
         )
+
+    @classmethod
+    def fits(cls, task: Task) -> bool:
+        return True  # the label map (or labels in train ids) puts your classes into any task's
+
+    @classmethod
+    def has_test_split(cls, root: str | Path, file_list: str | Path | None) -> bool:
+        """Whether there is a test split: a test file list, or ``test/images/`` under ``root``."""
+        return file_list is not None or (Path(root) / "test" / "images").is_dir()
 
     def _label_table(self) -> np.ndarray:
         if self.label_map is not None:
