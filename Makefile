@@ -120,7 +120,7 @@ bench-adapt: setup
 
 # The demo's measured numbers (benchmarks/results/demo.json; README.md and BENCHMARKS.md's demo sections are
 # written from it, and the demo run's closing line and TensorBoard read it): trains TASK's demo run as
-# make train does (about 11 minutes on one core), records it with the config's digest and the training
+# make train does (about 7 minutes on one core), records it with the config's digest and the training
 # code's fingerprint (a test fails when either changes), refreshes the adaptation table's means.
 # ARGS=--from-run runs/demo/<task>/version_<n> records a finished run instead of training.
 demo-results: setup

@@ -66,7 +66,7 @@ RESULTS = Path("benchmarks/results/demo.json")
 ADAPT_JSON = Path("benchmarks/results/adapt.json")
 SECTION = "demo-result"
 MARK_START, MARK_END = markers(SECTION)
-REGENERATE = "python -m benchmarks.demo_results (make demo-results; 11 minutes on one core)"
+REGENERATE = "python -m benchmarks.demo_results (make demo-results; 7 minutes on one core)"
 
 
 def demo_config_path(task: str) -> Path:
