@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,21 @@ FMB_IDS = [(1, 9), (7, 14)]
 DELIVER_IDS = [(1, 13), (7, 255)]
 # DSEC 11-class ids: road | car, sky | ignore.
 DSEC_IDS = [(5, 8), (0, 255)]
+
+
+#: The signals whose handlers a Lightning fit installs (its SignalConnector) and does not always restore.
+_FIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """Every test starts with the handlers the session started with: a fit that ends in an exception can
+    leave Lightning's SIGTERM/SIGUSR1 handlers installed, which later tests' forked workers would inherit."""
+    before = {number: signal.getsignal(number) for number in _FIT_SIGNALS}
+    yield
+    for number, handler in before.items():
+        if signal.getsignal(number) is not handler:
+            signal.signal(number, handler)
 
 
 @pytest.fixture

@@ -311,3 +311,16 @@ def test_progress_in_a_log_file_is_a_line_every_tenth(tmp_path: Path) -> None:
     assert [line.split(" | ")[0] for line in lines] == [
         f"madm-pl-data: {done}/25 scenes" for done in (3, 6, 9, 12, 15, 18, 21, 24, 25)
     ]
+
+
+def test_pool_workers_take_the_default_sigterm_action_whatever_the_parent_installed() -> None:
+    # After a Lightning fit in the same process, SIGTERM has Lightning's Python handler (it only sets a
+    # flag); a forked pool worker inheriting it would ignore the pool's terminate() and hang its exit.
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: None)
+    try:
+        synthetic_writer._init_worker()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

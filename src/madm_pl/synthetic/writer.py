@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -165,6 +166,11 @@ def _render_and_write(job: tuple[str, int, str, int, int, int, int]) -> np.ndarr
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # the pool already uses every core; nested threads only add contention
+    # The pool stops its workers with SIGTERM when it closes. A forked worker inherits the parent's
+    # Python handlers: after a Lightning fit in the same process (a notebook, a test) that is Lightning's
+    # SIGTERM handler, which only sets a flag, so a worker waiting on the job queue would never exit and
+    # the pool's exit would hang. The workers take the default action again.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _validate(
