@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.adapt_table import (
+from benchmarks.adapt.runs import (
     METHODS,
     parse_overrides,
     read_runs,
