@@ -81,8 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="change the recipe for every run, e.g. model.lr=1e-3 data.crop_size=[96,96] (YAML values); "
-        "the keys are those of configs/demo/<task>.yaml below model.init_args / data.init_args",
+        help="change the recipe for every run, e.g. model.lr=1e-3 data.crop_size=[96,96] (model.X is madm-pl "
+        "fit's --model.init_args.X, data.X likewise; its parser checks every key and value on each task's "
+        "configs/demo/<task>.yaml before any run)",
     )
     parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="the synthetic world")
     parser.add_argument(

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import Namespace
 
 from benchmarks.common import BARE_TRAINER
@@ -38,24 +39,53 @@ METHODS: dict[str, dict[str, Any]] = {
 _COST = {"source-only": 1, "oracle": 1, "self-training": 2.6, "+DPLG": 2.6, "+LPLR": 3.2, "MADM": 3.2}
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["model.lr=1e-3", "data.crop_size=[96,96]"]`` -> ``{"model.lr": 0.001, "data.crop_size": [96, 96]}``.
+def parse_overrides(items: Sequence[str], tasks: Sequence[str] = TASKS) -> dict[str, Any]:
+    """``--set``'s items as ``madm-pl fit`` parses them on each task's demo config: ``["model.lr=1e-3",
+    "data.crop_size=[96,96]"]`` -> ``{"model.lr": 0.001, "data.crop_size": [96, 96]}``.
+
+    ``model.<option>=<value>`` is ``--model.init_args.<option>=<value>`` (``data.`` likewise; a dotted
+    option such as ``model.head.init_args.embed_dim`` reaches a nested one), so the values are typed and
+    checked by the project's parser, and a bad key or value fails here, before any training. Each value
+    is the parsed one, as JSON holds it (a tuple as a list): the form the run key stores.
 
     Raises:
-        ValueError: an item without ``=``, or a key outside ``model.`` / ``data.``.
+        ValueError: an item that is not ``model.<option>=<value>`` / ``data.<option>=<value>``, or the
+            parser's own one-line message for a bad option or value, in ``--set`` terms.
     """
-    overrides: dict[str, Any] = {}
+    if not items:
+        return {}
+    options = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key.split(".")[0] not in ("model", "data") or key.count(".") != 1:
+        section, _, option = key.partition(".")
+        if not sep or section not in ("model", "data") or not option:
             raise ValueError(f"--set {item!r}: expected model.<option>=<value> or data.<option>=<value>")
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):
-            # YAML 1.1 reads "1e-3" as a string: take it as the number it means
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        overrides[key] = parsed
-    return overrides
+        options[key] = f"--{section}.init_args.{option}={value}"
+    for task in tasks or TASKS:
+        config = _parse_or_explain(task, list(options.values()))
+    parsed = {}
+    for key in options:
+        section, _, option = key.partition(".")
+        value = config[section].init_args[option]
+        if isinstance(value, Namespace):  # a whole subsection (model.head={...})
+            value = value.as_dict()
+        parsed[key] = json.loads(json.dumps(value, default=str))
+    return parsed
+
+
+def _parse_or_explain(task: str, options: list[str]) -> Namespace:
+    """``demo_config(task, options)``; the parser's error line (it prints it and exits) as a ValueError
+    naming the ``--set`` item the user wrote instead of the ``--model.init_args.`` option it became."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return demo_config(task, options)
+    except SystemExit:
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        errors = [line for line in lines if ": error: " in line]
+        message = (errors or lines or ["the parser refused it"])[-1].split(": error: ", 1)[-1]
+        message = re.sub(r"--(model|data)\.init_args\.", r"--set \1.", message)
+        raise ValueError(f"{message} (on configs/demo/{task}.yaml)") from None
 
 
 def demo_config(task: str, options: Sequence[str] = ()) -> Namespace:
@@ -159,7 +189,7 @@ def run_options(task: str, method: str, seed: int, setup: dict[str, Any]) -> lis
     for key in ("source_root", "target_root"):
         data_args[key] = str(Path(setup["data"], Path(roots[key]).name))
     for key, value in setup["overrides"].items():
-        section, option = key.split(".")
+        section, option = key.split(".", 1)
         (model_args if section == "model" else data_args)[option] = value
     return [
         f"--{section}.init_args.{option}={value if isinstance(value, str) else json.dumps(value)}"
@@ -276,7 +306,7 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], list[s
     for task in args.tasks:
         setup = run_setup(args, task)
         for method in args.methods:
-            # A bad --set fails here, with the parser's message, not in a worker an hour later.
+            # A parse of the run's options: a bad one fails here, not in a worker an hour later.
             recipe = resolved_recipe(task, method, setup)
             for seed in args.seeds:
                 key = run_key(task, method, seed, setup, recipe)

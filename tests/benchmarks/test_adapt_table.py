@@ -289,3 +289,45 @@ def test_curves_table_means_per_interval_and_q_at_the_end() -> None:
     assert "| task, method (seeds) | 100 | 200 |" in text
     assert "| rgb2infrared, self-training (0, 1) | 11.0 ± 1.4 | 21.0 ± 1.4 | 0.15 | 0.45 / 0.65 |" in text
     assert "| rgb2infrared, source-only (0) | 9.0 | 11.0 |  |  |" in text
+
+
+def test_set_overrides_are_parsed_by_the_projects_parser_into_the_same_key() -> None:
+    # The values madm-pl fit's parser gives (a float, a tuple as a list, a string), as the run key stores
+    # them: the same dict (and so the same key) as the literal one.
+    overrides = adapt_runs.parse_overrides(
+        ["model.lr=1e-3", "data.crop_size=[96,96]", "model.color_jitter=kornia-0.9"], ["rgb2infrared"]
+    )
+    literal = {"model.lr": 0.001, "data.crop_size": [96, 96], "model.color_jitter": "kornia-0.9"}
+    assert overrides == literal and isinstance(overrides["model.lr"], float)
+    assert adapt_runs.parse_overrides([], ["rgb2infrared"]) == {}
+    setup = {"iterations": 600, "every": 100, "backbone": "priors/tiny", "data": "data/synthetic"}
+    recipe = {"model": {"lr": 0.001}}
+    assert adapt_runs.run_key("rgb2infrared", "MADM", 0, setup | {"overrides": overrides}, recipe) == (
+        adapt_runs.run_key("rgb2infrared", "MADM", 0, setup | {"overrides": literal}, recipe)
+    )
+    options = adapt_runs.run_options("rgb2infrared", "MADM", 0, setup | {"overrides": overrides})
+    assert "--model.init_args.lr=0.001" in options and "--data.init_args.crop_size=[96, 96]" in options
+    # A nested option below model.init_args reaches the run's recipe.
+    nested = adapt_runs.parse_overrides(["model.head.init_args.embed_dim=48"], ["rgb2infrared"])
+    assert nested == {"model.head.init_args.embed_dim": 48}
+    recipe = adapt_runs.resolved_recipe("rgb2infrared", "MADM", setup | {"overrides": nested})
+    assert recipe["model"]["head"]["init_args"]["embed_dim"] == 48
+
+
+def test_a_bad_set_key_or_value_fails_with_the_parsers_message_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"--set model\.lrr=1e-3: .*did you mean `lr`\? Fix: --set model\.lr="
+    ):
+        adapt_runs.parse_overrides(["model.lrr=1e-3"], ["rgb2infrared"])
+    with pytest.raises(ValueError, match=r"--set model\.lr=abc: expected float"):
+        adapt_runs.parse_overrides(["model.lr=abc"], ["rgb2infrared"])
+    with pytest.raises(ValueError, match=r"expected model\.<option>=<value>"):
+        adapt_runs.parse_overrides(["trainer.max_steps=3"], ["rgb2infrared"])
+    (tmp_path / "synthetic.json").write_text("{}")
+    with pytest.raises(SystemExit):  # the command: argparse's error, before any run is planned
+        adapt_table.parse_args(
+            ["--data", str(tmp_path), "--markdown", "none.md", "--set", "data.crop_size=x"]
+        )
+    assert "error: --set data.crop_size=x: expected" in capsys.readouterr().err
