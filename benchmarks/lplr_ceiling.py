@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.adapt_table import demo_config, run_options
+from benchmarks.adapt.runs import demo_config, run_options
 
 
 def parse_size(text: str) -> tuple[int, int]:

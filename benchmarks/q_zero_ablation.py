@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.adapt_table import (
+from benchmarks.adapt.runs import (
     METHODS,
     parse_overrides,
     read_runs,
@@ -122,12 +122,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/results/q_zero_ablation.jsonl"))
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.overrides, [args.task])
+    except ValueError as error:
+        parser.error(str(error))
     setup = {
         "iterations": args.iterations,
         "every": args.iterations,
         "backbone": args.backbone,
         "data": args.data,
-        "overrides": dict(sorted(parse_overrides(args.overrides).items())),
+        "overrides": dict(sorted(overrides.items())),
     }
     plan = [("source-only", None), ("self-training", None)] + [("self-training", v) for v in args.variants]
     jobs = []

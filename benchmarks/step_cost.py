@@ -26,6 +26,7 @@ import argparse
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,8 @@ def fit(trainer: Trainer, module: MADMModule, data: Any) -> None:
         trainer.fit(module, datamodule=data)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options; ``--paper-head`` replaces the four head widths by configs/base.yaml's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data", default="data/synthetic", help="root of the synthetic world (make data), or 'random'"
@@ -182,10 +184,14 @@ def main(argv: list[str] | None = None) -> None:
         args.head_embed_dim, args.head_projection_channels = paper["embed_dim"], paper["projection_channels"]
         args.head_decoded_channels = paper["decoded_projection_channels"]
         args.head_bottleneck_width = paper["bottleneck_width"]
-    data = make_data(args)
+    return args
+
+
+def build_module(args: argparse.Namespace) -> MADMModule:
+    """The rgb2infrared module of ``--backbone`` with the head widths of ``args``, made on the device."""
     # Initialising 860M parameters on the GPU takes seconds; on the CPU, minutes.
     with torch.device("cuda" if args.accelerator == "gpu" else "cpu"):
-        module = MADMModule(
+        return MADMModule(
             task="rgb2infrared",
             backbone=args.backbone,
             head=madm_head(
@@ -201,6 +207,28 @@ def main(argv: list[str] | None = None) -> None:
             compile_unet=args.compile_unet,
             dplg_t_end=10_000,
         )
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Durations (s) of the timed full steps and floor steps, and the device they ran on."""
+
+    full: list[float]
+    floor: list[float]
+    device: torch.device
+
+    @property
+    def full_median(self) -> float:
+        return statistics.median(self.full)
+
+    @property
+    def floor_median(self) -> float:
+        return statistics.median(self.floor)
+
+
+def measure_steps(args: argparse.Namespace, module: MADMModule, data: Any) -> StepTimes:
+    """``--steps`` full steps after ``--warmup`` (a bare ``fit``), then as many floor steps on the same
+    module, device, precision and a real batch."""
     timer = StepTimer()
     trainer = make_trainer(args, args.warmup + args.steps, [timer])
     fit(trainer, module, data)
@@ -217,23 +245,26 @@ def main(argv: list[str] | None = None) -> None:
     with autocast():
         floor = timed(lambda: floor_step(module, batch), args.warmup, device)  # warm-up
         floor = timed(lambda: floor_step(module, batch), args.steps, device)
-    full_median, floor_median = statistics.median(full), statistics.median(floor)
-    # Printed at once: the profiler below can take long on a large model.
-    print(f"full {full_median * 1000:.0f} ms, floor {floor_median * 1000:.0f} ms", flush=True)
+    return StepTimes(full=full, floor=floor, device=device)
 
-    # Loader throughput alone, with the same workers.
+
+def loader_rate(data: Any, batches: int) -> float:
+    """Loader throughput alone, with the same workers: batches per second over ``batches`` after the first."""
     loader = train_loader(data)
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()
     loader_batches = 0
-    for _ in range(args.steps * 2):
+    for _ in range(batches):
         next(iterator)
         loader_batches += 1
-    loader_rate = loader_batches / (time.perf_counter() - start)
+    return loader_batches / (time.perf_counter() - start)
 
-    # Operator profile of two full steps (a short extra fit). The module is already on the device, so
-    # the profile holds the steps, not the copy of the weights to the GPU.
+
+def profile_table(args: argparse.Namespace, module: MADMModule, data: Any, device: torch.device) -> str:
+    """Operator profile of two full steps (a short extra fit): the top 15 by total time on ``device``."""
+    # The module is already on the device, so the profile holds the steps, not the copy of the weights
+    # to the GPU.
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -241,37 +272,59 @@ def main(argv: list[str] | None = None) -> None:
     with torch.profiler.profile(activities=activities) as profiler:
         fit(profile_trainer, module, data)
     sort_key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = profiler.key_averages().table(sort_by=sort_key, row_limit=15)
+    return profiler.key_averages().table(sort_by=sort_key, row_limit=15)
 
+
+def peak_memory(device: torch.device) -> str:
+    """The GPU's max allocated memory, or the process's max RSS on the CPU."""
     if device.type == "cuda":
-        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU, max allocated)"
-    else:
-        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU, max allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process max RSS)"
+
+
+def report_text(
+    args: argparse.Namespace, steps: StepTimes, loader_per_second: float, profile: str, peak: str
+) -> str:
+    """The markdown report: the setup line, the table of measures (``loader_per_second`` in batches per
+    second, ``peak`` as ``peak_memory`` words it) and the ``profile`` table."""
+    full_median, floor_median = steps.full_median, steps.floor_median
     step_rate = 1 / full_median
-    report = "\n".join(
+    return "\n".join(
         [
             f"backbone {args.backbone}, {args.size}x{args.size}, batch {args.batch_size}, "
-            f"head embed {args.head_embed_dim}, precision {args.precision}, {device_name(device)}, "
+            f"head embed {args.head_embed_dim}, precision {args.precision}, {device_name(steps.device)}, "
             f"checkpointing {'on' if args.checkpointing else 'off'}, "
             f"compiled UNet {'yes' if args.compile_unet else 'no'}, data {args.data}, "
             f"torch {torch.__version__}",
             "",
             "| measure | value |",
             "| --- | --- |",
-            f"| full MADM step (median of {len(full)}) | {full_median * 1000:.0f} ms |",
+            f"| full MADM step (median of {len(steps.full)}) | {full_median * 1000:.0f} ms |",
             f"| floor: 2 student fwd+bwd, 1 teacher fwd, 2 palette encodes | {floor_median * 1000:.0f} ms |",
             f"| ratio full / floor | {full_median / floor_median:.3f} |",
             f"| peak memory | {peak} |",
             f"| training steps per second | {step_rate:.2f} |",
-            f"| loader batches per second ({args.num_workers} workers) | {loader_rate:.2f} |",
+            f"| loader batches per second ({args.num_workers} workers) | {loader_per_second:.2f} |",
             "",
             "Top operators of two full steps:",
             "",
             "```",
-            table,
+            profile,
             "```",
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    data = make_data(args)
+    module = build_module(args)
+    steps = measure_steps(args, module, data)
+    # Printed at once: the profiler below can take long on a large model.
+    print(f"full {steps.full_median * 1000:.0f} ms, floor {steps.floor_median * 1000:.0f} ms", flush=True)
+    rate = loader_rate(data, args.steps * 2)
+    profile = profile_table(args, module, data, steps.device)
+    report = report_text(args, steps, rate, profile, peak_memory(steps.device))
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.adapt_table import build_run, demo_config, run_options
+from benchmarks.adapt.runs import build_run, demo_config, run_options
 from benchmarks.common import write_atomic
 
 
