@@ -28,4 +28,5 @@ def test_demo_config_compares_with_the_tables_means(task: str, monkeypatch: pyte
     recorded = json.loads((REPO / config.comparison.results).read_text())["tasks"][task]["table"]
     assert recorded == table_entry(task, adapt)  # python -m benchmarks.demo_results --table-only
     results = load_recipe_results(REPO / config.comparison.results, task)
-    assert list(results.table) == list(TABLE_METHODS) and results.seeds == (0, 1, 2)
+    seeds = tuple(sorted({run["seed"] for run in adapt["runs"] if run["task"] == task}))
+    assert list(results.table) == list(TABLE_METHODS) and results.seeds == seeds and len(seeds) >= 3
