@@ -17,6 +17,14 @@ from madm_pl.labels import IGNORE_INDEX
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "rgb2infrared.yaml"
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo" / "rgb2infrared.yaml"
 
+#: A narrow head for the tiny stack's smoke runs of the GPU benchmarks (on the CPU, in the tests).
+SMOKE_HEAD = {
+    "embed_dim": 16,
+    "projection_channels": 32,
+    "decoded_projection_channels": 32,
+    "bottleneck_width": 32,
+}
+
 #: Trainer arguments of a bare training loop: nothing to log, save, validate or draw while timing.
 BARE_TRAINER = {
     "logger": False,

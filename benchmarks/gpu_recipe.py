@@ -59,7 +59,15 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from benchmarks.common import BARE_TRAINER, RandomPairs, config_head_widths, gib, madm_head, synchronize
+from benchmarks.common import (
+    BARE_TRAINER,
+    SMOKE_HEAD,
+    RandomPairs,
+    config_head_widths,
+    gib,
+    madm_head,
+    synchronize,
+)
 from madm_pl.labels import get_task
 from madm_pl.module import MADMModule
 
@@ -101,12 +109,6 @@ SDPA_BACKENDS = {
     "efficient": "EFFICIENT_ATTENTION",
     "cudnn": "CUDNN_ATTENTION",
     "math": "MATH",
-}
-SMOKE_HEAD = {
-    "embed_dim": 16,
-    "projection_channels": 32,
-    "decoded_projection_channels": 32,
-    "bottleneck_width": 32,
 }
 
 

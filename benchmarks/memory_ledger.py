@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import replace_between_markers, write_atomic
+from benchmarks.common import SMOKE_HEAD, replace_between_markers, write_atomic
 from benchmarks.ledger.backbone_rows import predict_backbone_rows
 from benchmarks.ledger.calibration import (
     CONV_WORKSPACE_COEFFICIENT,
@@ -41,7 +41,7 @@ from benchmarks.ledger.calibration import (
     MEASURED_ITERATION,
     relative_error,
 )
-from benchmarks.ledger.iteration import MODES, PAPER_HEAD, TINY_HEAD, LedgerResult, Problem, predict
+from benchmarks.ledger.iteration import MODES, PAPER_HEAD, LedgerResult, Problem, predict
 from benchmarks.ledger.tracker import Category, PhaseRecord
 
 GiB = float(1 << 30)
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Predict the modes (and the calibration rows), print the report, optionally write it."""
     args = parse_args(argv)
     torch.set_grad_enabled(True)
-    problem = Problem(backbone="tiny", size=64, head=tuple(TINY_HEAD.items())) if args.smoke else Problem()
+    problem = Problem(backbone="tiny", size=64, head=tuple(SMOKE_HEAD.items())) if args.smoke else Problem()
     coefficient = args.conv_workspace
     if args.fit:
         coefficient = fit_conv_workspace(problem, args.iterations)

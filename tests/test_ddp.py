@@ -23,6 +23,7 @@ from madm_pl.module import MADMModule
 from tests.fake_trees import FakeTree, write_fmb
 from tests.models.test_head import inputs as head_inputs
 from tests.models.test_head import small_head
+from tests.test_module import NARROW_HEAD_WIDTHS
 
 SIZE = (64, 64)
 # FMB ids of the 9 rgb2infrared classes, three vertical stripes per image: every class is in exactly
@@ -72,13 +73,7 @@ def test_two_processes_score_the_test_split_as_one(cityscapes_tree: FakeTree, tm
     module = MADMModule(
         task="rgb2infrared",
         backbone="tiny",
-        head=partial(
-            MADMHead,
-            embed_dim=16,
-            projection_channels=32,
-            decoded_projection_channels=32,
-            bottleneck_width=32,
-        ),
+        head=partial(MADMHead, **NARROW_HEAD_WIDTHS),
     )
     one = test_scores(1, module, datamodule(cityscapes_tree, fmb))
     two = test_scores(2, module, datamodule(cityscapes_tree, fmb))

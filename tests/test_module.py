@@ -22,17 +22,14 @@ from madm_pl.optim import HostOffloadAdamW
 from tests.fake_trees import FakeTree, image_value, split_label, write_cityscapes, write_file_list, write_fmb
 
 SIZE = 64  # crop and test size: the tiny stack needs multiples of 8 (VAE stride) and 32 (UNet taps)
-TINY_HEAD = {
-    "head": {
-        "class_path": "madm_pl.models.MADMHead",
-        "init_args": {
-            "embed_dim": 16,
-            "projection_channels": 32,
-            "decoded_projection_channels": 32,
-            "bottleneck_width": 32,
-        },
-    }
+#: A narrow head for the tiny stack, shared by the module tests.
+NARROW_HEAD_WIDTHS = {
+    "embed_dim": 16,
+    "projection_channels": 32,
+    "decoded_projection_channels": 32,
+    "bottleneck_width": 32,
 }
+TINY_HEAD = {"head": {"class_path": "madm_pl.models.MADMHead", "init_args": NARROW_HEAD_WIDTHS}}
 
 
 def make_module(**overrides) -> MADMModule:

@@ -9,19 +9,9 @@ import pytest
 import torch
 
 from madm_pl.module import MADMModule
+from tests.test_module import TINY_HEAD
 
-TINY = {
-    "backbone": "tiny",
-    "head": {
-        "class_path": "madm_pl.models.MADMHead",
-        "init_args": {
-            "embed_dim": 16,
-            "projection_channels": 32,
-            "decoded_projection_channels": 32,
-            "bottleneck_width": 32,
-        },
-    },
-}
+TINY = {"backbone": "tiny", **TINY_HEAD}
 
 
 @pytest.fixture(scope="module")

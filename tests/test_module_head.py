@@ -17,14 +17,10 @@ from madm_pl.cli import ConfigOnlyCLI, cli_options, instantiate, parse_config
 from madm_pl.data import CrossModalityDataModule
 from madm_pl.models import MADMHead
 from madm_pl.module import MADMModule, head_description
+from tests.test_module import NARROW_HEAD_WIDTHS
 
 DEMO = ["-c", "configs/demo/rgb2infrared.yaml", "--model.init_args.backbone=tiny"]
-NARROW = {
-    "embed_dim": 16,
-    "projection_channels": 32,
-    "decoded_projection_channels": 32,
-    "bottleneck_width": 32,
-}
+NARROW = NARROW_HEAD_WIDTHS
 
 
 class PixelHead(nn.Module):

@@ -50,13 +50,6 @@ from madm_pl.module import MADMModule
 
 #: The paper head's widths, read from configs/base.yaml through the project's parser.
 PAPER_HEAD = config_head_widths()
-#: A narrow head for the tiny stack (the smoke test).
-TINY_HEAD = {
-    "embed_dim": 16,
-    "projection_channels": 32,
-    "decoded_projection_channels": 32,
-    "bottleneck_width": 32,
-}
 
 
 @dataclass(frozen=True)
